@@ -1,0 +1,51 @@
+"""Azure Storage clients from settings: a connection string, or identity-based
+(``AzureWebJobsStorage__accountName`` / ``__blobServiceUri`` / ``__queueServiceUri``)
+through ``DefaultAzureCredential`` — the same setting names the Functions host uses.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, QueueServiceClient, TextBase64EncodePolicy
+
+from ..config import Settings
+
+
+def _credential() -> Any:
+    from azure.identity import DefaultAzureCredential  # only identity-based deployments need it
+
+    return DefaultAzureCredential()
+
+
+def _service_uri(settings: Settings, explicit: str, kind: str) -> str:
+    if explicit:
+        return explicit
+    if settings.storage_account_name:
+        return f"https://{settings.storage_account_name}.{kind}.core.windows.net"
+    raise ValueError(f"no storage configured for {kind}: set AzureWebJobsStorage or AzureWebJobsStorage__accountName")
+
+
+def blob_service(settings: Settings, **options: Any) -> BlobServiceClient:
+    if settings.storage_connection:
+        return BlobServiceClient.from_connection_string(settings.storage_connection, **options)
+    return BlobServiceClient(_service_uri(settings, settings.blob_service_uri, "blob"), credential=_credential(),
+                             **options)
+
+
+def queue_service(settings: Settings, **options: Any) -> QueueServiceClient:
+    if settings.storage_connection:
+        return QueueServiceClient.from_connection_string(settings.storage_connection, **options)
+    return QueueServiceClient(_service_uri(settings, settings.queue_service_uri, "queue"), credential=_credential(),
+                              **options)
+
+
+def queue_client(settings: Settings, queue_name: str, **options: Any) -> QueueClient:
+    """A queue client whose messages are base64 text: the Functions queue trigger's default
+    ``messageEncoding`` (host.json ``extensions.queues``), so the real host reads them."""
+    options.setdefault("message_encode_policy", TextBase64EncodePolicy())
+    options.setdefault("message_decode_policy", BinaryBase64DecodePolicy())
+    if settings.storage_connection:
+        return QueueClient.from_connection_string(settings.storage_connection, queue_name, **options)
+    return QueueClient(_service_uri(settings, settings.queue_service_uri, "queue"), queue_name,
+                       credential=_credential(), **options)

@@ -1,0 +1,82 @@
+"""Session fixtures: real Azurite and PostgreSQL, started by the tests themselves.
+
+Locally a service that cannot start makes its tests skip with the reason; in CI
+(CI=true) it fails the run instead, so these tests can never silently skip there.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.services import ServiceUnavailable, in_ci, start_azurite, start_postgres  # noqa: E402
+
+
+def _unavailable(what: str, exc: Exception):
+    message = f"{what} unavailable: {exc}"
+    if in_ci():
+        pytest.fail(message + " (CI=true: this test must run, not skip)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """A running Azurite (blob + queue) for the whole session."""
+    try:
+        server = start_azurite(tmp_path_factory.mktemp("azurite"))
+    except ServiceUnavailable as exc:
+        _unavailable("Azurite", exc)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """URL of a real PostgreSQL server: TEST_POSTGRES_URL, or one started from Debian's binaries."""
+    given = os.environ.get("TEST_POSTGRES_URL")
+    if given:
+        yield given
+        return
+    try:
+        server = start_postgres()
+    except ServiceUnavailable as exc:
+        _unavailable("PostgreSQL", exc)
+    yield server.url
+    server.stop()
+
+
+# --- the app under test -------------------------------------------------------------------
+
+import uuid  # noqa: E402
+
+from tests.support.app import ModelFactory, configure_app  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_factory():
+    """Trains one small real model per session; publishes it into any test's container."""
+    return ModelFactory()
+
+
+@pytest.fixture
+def app_env(azurite, tmp_path, monkeypatch):
+    """Environment of a fresh app: own queue, container and SQLite file. Returns the Services."""
+    services = configure_app(monkeypatch, azurite.connection_string, f"sqlite:///{tmp_path / 'fraud.db'}",
+                             suffix=uuid.uuid4().hex[:10])
+    yield services
+    from shared.app import reset_services
+
+    reset_services()
+
+
+@pytest.fixture
+def app_with_model(app_env, model_factory):
+    """A fresh app whose container holds a promoted, verified model."""
+    model_factory.publish(app_env.store)
+    return app_env
