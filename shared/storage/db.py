@@ -470,7 +470,9 @@ def history_aggregates(engine: Engine, transaction: Transaction, spec: "FeatureS
     ).subquery("terminal_history")
 
     with engine.connect() as conn:
-        row = conn.execute(sa.select(customer, terminal)).mappings().one()
+        # Two one-row aggregates side by side: a deliberate cross join.
+        both = sa.select(customer, terminal).select_from(customer.join(terminal, sa.true()))
+        row = conn.execute(both).mappings().one()
     return {key: float(value) for key, value in row.items()}
 
 

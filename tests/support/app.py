@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import azure.functions as func
+from azure.functions.queue import QueueMessage
 
 from shared.app import Services, get_services, reset_services
 from shared.cli import ensure_resources
@@ -65,14 +66,14 @@ def http_request(body: Any = None, *, raw: bytes | None = None, content_type: st
     return func.HttpRequest(method=method, url=url, headers=headers, params={}, route_params={}, body=data)
 
 
-def queue_message_from_wire(message) -> func.QueueMessage:
+def queue_message_from_wire(message) -> QueueMessage:
     """What the Functions host hands the trigger for a message read off the queue:
     with the default base64 messageEncoding, the decoded bytes."""
-    return func.QueueMessage(id=message.id, body=base64.b64decode(message.content),
-                             dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt)
+    return QueueMessage(id=message.id, body=base64.b64decode(message.content),
+                        dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt)
 
 
-def drain_queue(services: Services, max_messages: int = 10_000) -> list[func.QueueMessage]:
+def drain_queue(services: Services, max_messages: int = 10_000) -> list[QueueMessage]:
     """Read (and delete) all messages of the transactions queue, as raw wire content."""
     from azure.storage.queue import QueueClient
 

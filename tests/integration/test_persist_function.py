@@ -1,0 +1,58 @@
+"""persist_function: idempotent inserts; malformed messages and DB errors raise for the host."""
+import json
+from datetime import datetime, timezone
+
+from azure.functions.queue import QueueMessage
+import pytest
+import sqlalchemy as sa
+
+import persist_function
+from shared.schema import ScoredTransaction, Transaction
+from shared.services import MalformedMessage
+from shared.storage import db
+
+SCORED = ScoredTransaction(
+    Transaction("tx-1", datetime(2026, 11, 23, 10, tzinfo=timezone.utc), "C1", "T1", 12.5),
+    0.12, False, "v1", datetime(2026, 11, 23, 10, 0, 1, tzinfo=timezone.utc),
+)
+
+
+def message(body: bytes, dequeue_count: int = 1) -> QueueMessage:
+    # The worker hands functions this concrete class (with dequeue_count).
+    return QueueMessage(id="m1", body=body, dequeue_count=dequeue_count)
+
+
+def rows(services):
+    with services.engine.connect() as conn:
+        return conn.execute(sa.select(db.transactions)).mappings().all()
+
+
+def test_inserts_the_scored_transaction(app_env):
+    persist_function.main(message(json.dumps(SCORED.to_message()).encode()))
+    [row] = rows(app_env)
+    assert row["transaction_id"] == "tx-1" and row["amount"] == 12.5 and row["fraud_probability"] == 0.12
+    assert row["predicted_fraud"] is False and row["model_version"] == "v1"
+    assert row["timestamp"] == datetime(2026, 11, 23, 10)
+
+
+def test_redelivery_neither_duplicates_nor_fails(app_env):
+    body = json.dumps(SCORED.to_message()).encode()
+    for attempt in (1, 2, 3):
+        persist_function.main(message(body, dequeue_count=attempt))
+    assert len(rows(app_env)) == 1
+
+
+@pytest.mark.parametrize("body", [b"not json", b"\xff\xfe", b"[]", b'{"transaction_id": "x"}',
+                                  json.dumps({**SCORED.to_message(), "amount": "NaN"}).encode()])
+def test_malformed_message_raises_so_the_host_retries_then_poisons(app_env, body, caplog):
+    with pytest.raises(MalformedMessage):
+        persist_function.main(message(body))
+    assert rows(app_env) == []
+    assert "malformed" in caplog.text
+
+
+def test_database_error_raises(app_env, monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(app_env, "engine", db.create_db_engine(f"sqlite:///{tmp_path}/missing/dir/x.db"))
+    with pytest.raises(sa.exc.OperationalError):
+        persist_function.main(message(json.dumps(SCORED.to_message()).encode()))
+    assert "not persisted" in caplog.text

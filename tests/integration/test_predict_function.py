@@ -1,0 +1,76 @@
+"""predict_function through its real entry point, against Azurite and SQLite."""
+import json
+
+import pytest
+
+import predict_function
+from shared.schema import parse_scored_message
+from tests.support.app import drain_queue, http_request
+
+TX = {"transaction_id": "tx-42", "timestamp": "2026-11-23T10:00:00Z", "customer_id": "C000001",
+      "terminal_id": "T000001", "amount": 57.3}
+
+
+def call(body=None, **kwargs):
+    response = predict_function.main(http_request(body, **kwargs))
+    return response.status_code, json.loads(response.get_body())
+
+
+def test_scores_enqueues_and_answers(app_with_model):
+    status, body = call(TX)
+    assert status == 200, body
+    assert set(body) == {"transaction_id", "fraud_probability", "is_fraud", "threshold", "model_version", "scored_at"}
+    assert body["transaction_id"] == "tx-42" and 0 <= body["fraud_probability"] <= 1
+    assert body["is_fraud"] == (body["fraud_probability"] >= body["threshold"])
+    messages = drain_queue(app_with_model)
+    assert len(messages) == 1
+    # Decoded exactly as the Functions host does with the default base64 messageEncoding.
+    queued = parse_scored_message(json.loads(messages[0].get_body()))
+    assert queued.transaction.transaction_id == "tx-42" and queued.model_version == body["model_version"]
+    assert queued.fraud_probability == pytest.approx(body["fraud_probability"], abs=1e-6)
+
+
+def test_large_amount_scores_higher_than_typical(app_with_model):
+    _, typical = call({**TX, "transaction_id": "small", "amount": 40.0})
+    _, large = call({**TX, "transaction_id": "large", "amount": 900.0})
+    assert large["fraud_probability"] > typical["fraud_probability"]
+    assert large["is_fraud"] is True
+
+
+def test_bad_input_is_400_naming_fields_and_nothing_enqueued(app_with_model):
+    status, body = call({"amount": -5, "customer_id": "", "surprise": 1})
+    assert status == 400
+    assert {e["field"] for e in body["errors"]} == {"amount", "customer_id", "terminal_id", "surprise"}
+    assert call(raw=b"{}", content_type="text/plain")[0] == 415
+    assert call(raw=b"{" + b" " * 70_000 + b"}")[0] == 413
+    assert call(raw=b"\xff")[0] == 400
+    assert drain_queue(app_with_model) == []
+
+
+def test_no_model_published_is_503(app_env):
+    status, body = call(TX)
+    assert status == 503 and "no model" in body["message"]
+    assert drain_queue(app_env) == []
+
+
+def test_queue_failure_is_503_never_200(app_with_model, monkeypatch):
+    from azure.storage.queue import QueueClient
+
+    # Point the queue client at a port where nothing listens: the write must fail.
+    dead = QueueClient.from_connection_string(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=eA==;"
+        "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;", "tx", retry_total=0)
+    monkeypatch.setattr(app_with_model.queue, "client", dead)
+    status, body = call(TX)
+    assert status == 503 and "transaction_id" in body["message"]
+
+
+def test_history_unreadable_scores_degraded_and_still_enqueues(app_with_model, monkeypatch):
+    def broken(transaction):
+        raise TimeoutError("database did not answer")
+
+    monkeypatch.setattr(app_with_model, "history_aggregates", broken)
+    status, body = call(TX)
+    assert status == 200 and body["degraded"] is True
+    [message] = drain_queue(app_with_model)
+    assert json.loads(message.get_body())["degraded"] is True

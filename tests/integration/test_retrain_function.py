@@ -1,0 +1,105 @@
+"""retrain_function and the retraining use case: thresholds, gate, lock, failures."""
+import dataclasses
+import json
+
+import pytest
+import sqlalchemy as sa
+from azure.functions.timer import TimerRequest
+
+import retrain_function
+from shared.retraining import run_retraining
+from shared.services import import_history
+from shared.storage import db
+from shared.storage.blob import LockHeld
+from tests.support.app import SMALL_PARAMS
+
+
+def runs(services):
+    return db.list_training_runs(services.engine)
+
+
+def test_timer_skips_when_too_few_new_labels(app_env, model_factory):
+    import_history(app_env, model_factory.history.iloc[:500])
+    retrain_function.main(TimerRequest(past_due=False))
+    [run] = runs(app_env)
+    assert run["status"] == "skipped" and "500 new labeled" in run["reason"]
+    assert app_env.store.current_version() is None
+
+
+def test_enough_labels_train_publish_and_promote_the_first_model(app_env, model_factory):
+    import_history(app_env, model_factory.history)
+    run = run_retraining(app_env, trigger="test", params=SMALL_PARAMS)
+    assert run.status == "promoted", run.reason
+    assert app_env.store.current_version() == run.model_version
+    metadata = app_env.store.metadata(run.model_version)
+    assert metadata["training_rows"] + metadata["validation_rows"] + metadata["holdout_rows"] == len(model_factory.history)
+    assert 0 < metadata["threshold"] < 1 and metadata["metrics"]["auc_roc"] > 0.7
+    assert set(metadata["libraries"]) >= {"scikit-learn", "imbalanced-learn", "python"}
+    # The holdout is the newest part: after everything the model was fitted on.
+    assert metadata["windows"]["holdout"]["start"] >= metadata["windows"]["train"]["end"]
+    [recorded] = runs(app_env)
+    assert recorded["status"] == "promoted" and recorded["labeled_count"] == len(model_factory.history)
+    # Nothing new since: the next timer run skips.
+    assert run_retraining(app_env, params=SMALL_PARAMS).status == "skipped"
+
+
+def test_challenger_worse_than_champion_is_published_but_not_promoted(app_env, model_factory, monkeypatch):
+    import_history(app_env, model_factory.history)
+    champion = model_factory.publish(app_env.store)
+    # Demand a large improvement: the challenger cannot clear it, so it must be rejected.
+    monkeypatch.setattr(app_env, "settings", dataclasses.replace(app_env.settings, promotion_tolerance=-0.5))
+    run = run_retraining(app_env, force=True, params=SMALL_PARAMS)
+    assert run.status == "rejected" and "worse than champion" in run.reason
+    assert run.champion_version == champion and run.champion_metrics["rows"] == run.metrics["rows"]
+    assert app_env.store.current_version() == champion
+    assert run.model_version in [m["version"] for m in app_env.store.list_versions()]
+
+
+def test_crash_half_way_records_failure_and_keeps_the_promoted_model(app_env, model_factory):
+    import_history(app_env, model_factory.history)
+    champion = model_factory.publish(app_env.store)
+
+    def crash(candidate, metadata):
+        raise MemoryError("simulated crash while building the report")
+
+    with pytest.raises(MemoryError):
+        run_retraining(app_env, force=True, params=SMALL_PARAMS, report_builder=crash)
+    [run] = runs(app_env)
+    assert run["status"] == "failed" and "MemoryError" in run["reason"]
+    assert app_env.store.current_version() == champion
+    # The failed run does not count as "trained": the labels are still new.
+    assert db.labeled_count_at_last_training(app_env.engine) == 0
+
+
+def test_two_retrains_never_overlap(app_env, model_factory):
+    import_history(app_env, model_factory.history.iloc[:3000])
+    with app_env.store.exclusive():
+        run = run_retraining(app_env, force=True, params=SMALL_PARAMS)
+        with pytest.raises(LockHeld):
+            with app_env.store.exclusive():
+                pass
+    assert run.status == "skipped" and "lease held" in run.reason
+    # Released afterwards: it can be taken again.
+    with app_env.store.exclusive():
+        pass
+
+
+def test_too_little_data_is_recorded_as_failed_not_crashing(app_env, model_factory):
+    import_history(app_env, model_factory.history.iloc[:50])
+    run = run_retraining(app_env, force=True, params=SMALL_PARAMS)
+    assert run.status == "failed" and "not enough usable data" in run.reason
+
+
+def test_report_is_published_beside_the_model(app_env, model_factory, monkeypatch, tmp_path):
+    from shared.cli import main as cli
+    from shared.reporting import build_report
+
+    import_history(app_env, model_factory.history)
+    run = run_retraining(app_env, force=True, params=SMALL_PARAMS, report_builder=build_report)
+    files = set(app_env.store.list_files(run.model_version))
+    assert {"model.joblib", "metadata.json", "report/index.html", "report/metrics.json", "report/pr_curve.png",
+            "report/roc_curve.png", "report/score_histogram.png", "report/feature_importance.png"} <= files
+    assert cli(["models", "report", run.model_version, "--out", str(tmp_path / "r")]) == 0
+    summary = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert summary["holdout"]["average_precision"] == pytest.approx(run.metrics["average_precision"])
+    assert (tmp_path / "r" / "pr_curve.png").read_bytes()[:4] == b"\x89PNG"
