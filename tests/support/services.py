@@ -9,110 +9,25 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-# Azurite's documented well-known development account (public, not a secret).
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+from devhost.azurite import Azurite, AzuriteUnavailable, free_port
 
 
 class ServiceUnavailable(RuntimeError):
     """The service cannot be started on this machine (the reason is the message)."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise ServiceUnavailable(f"process exited with code {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise ServiceUnavailable(f"port {port} did not open within {timeout}s")
-
-
-def azurite_connection_string(blob_port: int, queue_port: int) -> str:
-    return (
-        "DefaultEndpointsProtocol=http;"
-        f"AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{blob_port}/{AZURITE_ACCOUNT};"
-        f"QueueEndpoint=http://127.0.0.1:{queue_port}/{AZURITE_ACCOUNT};"
-    )
-
-
-@dataclass
-class Azurite:
-    """A running Azurite blob + queue server."""
-
-    blob_port: int
-    queue_port: int
-    workdir: Path
-    process: subprocess.Popen | None = None
-
-    @property
-    def connection_string(self) -> str:
-        return azurite_connection_string(self.blob_port, self.queue_port)
-
-    def start(self) -> "Azurite":
-        binary = PROJECT_ROOT / "node_modules" / ".bin" / "azurite"
-        if not binary.exists():
-            raise ServiceUnavailable(f"{binary} is missing: run `npm ci` in the project root")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / "azurite.log", "ab")
-        self.process = subprocess.Popen(
-            [
-                str(binary),
-                "--silent",
-                "--skipApiVersionCheck",
-                "--loose",
-                "--location", str(self.workdir),
-                "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
-                "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
-                "--tableHost", "127.0.0.1", "--tablePort", str(free_port()),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for_port(self.blob_port, process=self.process)
-        wait_for_port(self.queue_port, process=self.process)
-        return self
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                # Azurite waits for idle keep-alive connections on SIGTERM; do not wait long.
-                self.process.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def restart(self) -> None:
-        """Stop and start again on the same ports and data (a storage outage)."""
-        self.stop()
-        self.start()
-
-
 def start_azurite(workdir: Path | None = None) -> Azurite:
     workdir = workdir or Path(tempfile.mkdtemp(prefix="azurite-"))
-    return Azurite(blob_port=free_port(), queue_port=free_port(), workdir=workdir).start()
+    try:
+        return Azurite(blob_port=free_port(), queue_port=free_port(), workdir=workdir).start()
+    except AzuriteUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from exc
 
 
 def _postgres_bindir() -> Path:
