@@ -284,31 +284,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "terminal_id,amount,label)")
     parser.add_argument("--train-start", required=True, type=_iso_date,
                         help="first training day of fold 0, YYYY-MM-DD (UTC)")
-    parser.add_argument("--train-days", type=_positive_int, default=7)
+    parser.add_argument("--train-days", type=_positive_int, default=7, help="days per training window (default 7)")
     parser.add_argument("--delay-days", type=_non_negative_int, default=7,
                         help="label delay: days skipped between training and test; also the "
-                             "terminal features' delay")
-    parser.add_argument("--test-days", type=_positive_int, default=7)
-    parser.add_argument("--folds", type=_positive_int, default=1)
+                             "terminal features' delay (default 7)")
+    parser.add_argument("--test-days", type=_positive_int, default=7, help="days per test window (default 7)")
+    parser.add_argument("--folds", type=_positive_int, default=1, help="default 1")
     parser.add_argument("--step-days", type=_positive_int, default=7,
-                        help="fold k starts k*step days before --train-start")
+                        help="fold k starts k*step days before --train-start (default 7)")
     parser.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K, help="k of card precision@k")
     parser.add_argument("--features", default="full",
                         help=f"{'|'.join(FEATURE_SETS)} or a comma-separated list of feature names")
     model = parser.add_argument_group("model (defaults: TrainingParams)")
     # SUPPRESS: an option not given stays absent, so TrainingParams' default applies.
-    model.add_argument("--smote-ratio", type=_optional(float), default=argparse.SUPPRESS,
+    model.add_argument("--smote-ratio", type=_optional(_share), default=argparse.SUPPRESS,
                        help=f"minority/majority after SMOTE, or none (default {defaults.smote_ratio})")
     model.add_argument("--no-smote", dest="smote_ratio", action="store_const", const=None,
                        default=argparse.SUPPRESS, help="same as --smote-ratio none")
     model.add_argument("--class-weight", type=_optional(str), choices=[None, "balanced", "balanced_subsample"],
-                       default=argparse.SUPPRESS, help=f"none|balanced|balanced_subsample "
-                                                       f"(default {defaults.class_weight})")
+                       default=argparse.SUPPRESS, metavar="{none,balanced,balanced_subsample}",
+                       help=f"default {defaults.class_weight}")
     model.add_argument("--n-estimators", type=_positive_int, default=argparse.SUPPRESS,
                        help=f"default {defaults.n_estimators}")
     model.add_argument("--max-depth", type=_optional(_positive_int), default=argparse.SUPPRESS,
                        help=f"int or none (default {defaults.max_depth})")
-    model.add_argument("--max-samples", type=_optional(float), default=argparse.SUPPRESS,
+    model.add_argument("--max-samples", type=_optional(_share), default=argparse.SUPPRESS,
                        help=f"share of rows per tree, or none (default {defaults.max_samples})")
     model.add_argument("--min-samples-leaf", type=_positive_int, default=argparse.SUPPRESS,
                        help=f"default {defaults.min_samples_leaf}")
@@ -469,6 +469,13 @@ def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1]: {text}")
     return value
 
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is for the offline path only: keep it out of predict's cold start
+    import pandas as pd
 
 NIGHT_LAST_HOUR = 6  # hour <= 6 is night
 
@@ -100,7 +102,7 @@ def finalize(aggregates: Mapping[str, np.ndarray], amount: np.ndarray, dayofweek
 # --- offline: a whole DataFrame of history ------------------------------------------
 
 
-def _rolling_sums(frame: pd.DataFrame, group: str, values: list[str], days: int) -> pd.DataFrame:
+def _rolling_sums(frame: "pd.DataFrame", group: str, values: list[str], days: int) -> "pd.DataFrame":
     """Per group, sums of ``values`` over (t - days, t] including the row itself and the
     rows before it in order; ``frame`` must be sorted by (timestamp, transaction_id)."""
     rolled = (
@@ -112,13 +114,15 @@ def _rolling_sums(frame: pd.DataFrame, group: str, values: list[str], days: int)
     return rolled[values].reindex(frame.index)
 
 
-def compute_features(history: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFrame:
+def compute_features(history: "pd.DataFrame", spec: FeatureSpec = DEFAULT_SPEC) -> "pd.DataFrame":
     """Point-in-time features for every row of ``history``.
 
     ``history`` needs ``transaction_id, timestamp (UTC), customer_id, terminal_id, amount``
     and optionally ``label`` (1 fraud, 0 genuine, NaN unknown — counted as not fraud).
     Returns a frame indexed like ``history`` with one column per ``spec.names``.
     """
+    import pandas as pd
+
     frame = pd.DataFrame({
         "transaction_id": history["transaction_id"].astype(str).to_numpy(),
         "timestamp": pd.to_datetime(history["timestamp"], utc=True).to_numpy(),

@@ -14,7 +14,7 @@ import platform
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -63,22 +63,24 @@ def serialize_pipeline(pipeline: Any) -> bytes:
     return buffer.getvalue()
 
 
-def verify_artifact(data: bytes, metadata: dict[str, Any], signing_key: str = "") -> None:
-    """Raise :class:`ArtifactRejected` unless ``data`` is exactly what was published."""
-    expected = metadata.get("sha256")
-    if not expected:
-        raise ArtifactRejected(f"model {metadata.get('version')}: metadata has no sha256")
+def verify_bytes(data: bytes, sha256: str | None, signed: str | None, signing_key: str, what: str) -> None:
+    """Raise :class:`ArtifactRejected` unless ``data`` hashes (and, with a key, signs) as published."""
+    if not sha256:
+        raise ArtifactRejected(f"{what}: metadata has no sha256")
     actual = sha256_hex(data)
-    if not hmac.compare_digest(actual, expected):
-        raise ArtifactRejected(
-            f"model {metadata.get('version')}: sha256 mismatch (got {actual[:12]}…, published {expected[:12]}…)"
-        )
+    if not hmac.compare_digest(actual, sha256):
+        raise ArtifactRejected(f"{what}: sha256 mismatch (got {actual[:12]}…, published {sha256[:12]}…)")
     if signing_key:
-        published = metadata.get("signature")
-        if not published:
-            raise ArtifactRejected(f"model {metadata.get('version')}: unsigned, and MODEL_SIGNING_KEY is set")
-        if not hmac.compare_digest(signature(data, signing_key), published):
-            raise ArtifactRejected(f"model {metadata.get('version')}: signature does not match MODEL_SIGNING_KEY")
+        if not signed:
+            raise ArtifactRejected(f"{what}: unsigned, and MODEL_SIGNING_KEY is set")
+        if not hmac.compare_digest(signature(data, signing_key), signed):
+            raise ArtifactRejected(f"{what}: signature does not match MODEL_SIGNING_KEY")
+
+
+def verify_artifact(data: bytes, metadata: dict[str, Any], signing_key: str = "") -> None:
+    """Verify ``model.joblib`` bytes against their version's metadata."""
+    verify_bytes(data, metadata.get("sha256"), metadata.get("signature"), signing_key,
+                 f"model {metadata.get('version')}")
 
 
 def load_pipeline(data: bytes, metadata: dict[str, Any], signing_key: str = "") -> Any:
@@ -96,11 +98,15 @@ def load_pipeline(data: bytes, metadata: dict[str, Any], signing_key: str = "") 
 
 @dataclass
 class LoadedModel:
-    """A verified model ready to score: the pipeline and what it was published with."""
+    """A verified model ready to score: a scoring function and what it was published with.
+
+    ``score_rows`` is the compiled ONNX form when the version has one, else the pipeline.
+    """
 
     version: str
-    pipeline: Any
     metadata: dict[str, Any]
+    score_rows: Callable[[np.ndarray], np.ndarray]  # 2-D rows in ``features`` order → probabilities
+    compiled: bool = False
 
     @property
     def features(self) -> list[str]:
@@ -110,13 +116,13 @@ class LoadedModel:
     def threshold(self) -> float:
         return float(self.metadata["threshold"])
 
-    def score_rows(self, rows: np.ndarray) -> np.ndarray:
-        """Fraud probabilities for a 2-D array whose columns are :attr:`features`."""
-        return self.pipeline.predict_proba(rows)[:, 1]
-
     def score(self, features: dict[str, float]) -> float:
-        row = np.array([[features[name] for name in self.features]], dtype=np.float64)
+        row = np.array([[features[name] for name in self.metadata["features"]]], dtype=np.float64)
         return float(self.score_rows(row)[0])
+
+
+def pipeline_scorer(pipeline: Any) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda rows: pipeline.predict_proba(rows)[:, 1]
 
 
 def feature_matrix(frame: Any, names: Sequence[str]) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .app import Services
+from .compiled import ONNX_FILE, PARITY_TOLERANCE, CompilationFailed, compile_checked
 from .features import FeatureSpec, compute_features
 from .model import library_versions, new_version, serialize_pipeline, sha256_hex, signature
 from .storage import db
@@ -116,6 +117,32 @@ def build_metadata(version: str, candidate: Candidate, model_bytes: bytes, param
     return metadata
 
 
+def compile_for_serving(candidate: Candidate, signing_key: str) -> tuple[dict[str, bytes], dict[str, Any] | None]:
+    """The ONNX file and its metadata entry, or nothing when it does not match the pipeline
+    on the holdout (then predict serves the joblib pipeline)."""
+    rows = candidate.holdout_frame[candidate.features].to_numpy(np.float64)
+    try:
+        onnx_bytes, gap = compile_checked(candidate.pipeline, rows)
+    except CompilationFailed as exc:
+        log.error("compiled (ONNX) form NOT published: %s", exc)
+        return {}, None
+    entry: dict[str, Any] = {"file": ONNX_FILE, "sha256": sha256_hex(onnx_bytes), "max_abs_diff": gap,
+                             "checked_rows": len(rows), "tolerance": PARITY_TOLERANCE}
+    if signing_key:
+        entry["signature"] = signature(onnx_bytes, signing_key)
+    return {ONNX_FILE: onnx_bytes}, entry
+
+
+def package_candidate(version: str, candidate: Candidate, params: TrainingParams, threshold_rule: str,
+                      spec: FeatureSpec, signing_key: str) -> tuple[bytes, dict[str, Any], dict[str, bytes]]:
+    """Everything a version is published with: joblib bytes, metadata, extra files."""
+    model_bytes = serialize_pipeline(candidate.pipeline)
+    files, onnx = compile_for_serving(candidate, signing_key)
+    metadata = build_metadata(version, candidate, model_bytes, params, threshold_rule, spec, signing_key)
+    metadata["onnx"] = onnx
+    return model_bytes, metadata, files
+
+
 ReportBuilder = Callable[[Candidate, dict[str, Any]], dict[str, bytes]]
 
 
@@ -173,13 +200,13 @@ def _retrain_holding_lock(services: Services, run: db.TrainingRun, force: bool, 
         run.champion_metrics = champion_metrics
 
     version = new_version()
-    model_bytes = serialize_pipeline(candidate.pipeline)
-    metadata = build_metadata(version, candidate, model_bytes, params, settings.threshold_rule, services.spec,
-                              settings.model_signing_key)
+    model_bytes, metadata, extra_files = package_candidate(version, candidate, params, settings.threshold_rule,
+                                                           services.spec, settings.model_signing_key)
     promote, reason = promotion_decision(candidate.holdout_metrics, champion_metrics, settings.promotion_tolerance)
     metadata["gate"] = {"champion_version": run.champion_version, "champion_metrics": champion_metrics,
                         "promoted": promote, "reason": reason}
-    extra_files = report_builder(candidate, metadata) if report_builder else {}
+    if report_builder:
+        extra_files.update(report_builder(candidate, metadata))
     services.store.publish(version, model_bytes, metadata, extra_files)
     run.model_version = version
     if promote:

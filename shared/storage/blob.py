@@ -24,7 +24,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from ..model import LoadedModel, load_pipeline
+from ..compiled import OnnxScorer
+from ..model import LoadedModel, load_pipeline, pipeline_scorer, verify_bytes
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +91,22 @@ class ModelStore:
                 versions.append(json.loads(self.container.download_blob(blob.name).readall()))
         return sorted(versions, key=lambda m: m["version"])
 
-    def load(self, version: str) -> LoadedModel:
-        """Download, verify (sha256, signature) and unpickle one version."""
+    def load(self, version: str, compiled: bool = True) -> LoadedModel:
+        """Download and verify (sha256, signature) one version, then load it: its compiled
+        ONNX form when it has one (and ``compiled``), else the joblib pipeline."""
         metadata = self.metadata(version)
-        data = self.download_file(version, "model.joblib")
-        return LoadedModel(version=version, pipeline=load_pipeline(data, metadata, self._signing_key),
-                           metadata=metadata)
+        onnx = metadata.get("onnx")
+        if compiled and onnx:
+            data = self.download_file(version, onnx["file"])
+            verify_bytes(data, onnx.get("sha256"), onnx.get("signature"), self._signing_key,
+                         f"model {version} ({onnx['file']})")
+            return LoadedModel(version, metadata, OnnxScorer(data), compiled=True)
+        return LoadedModel(version, metadata, pipeline_scorer(self.load_pipeline(version, metadata)))
+
+    def load_pipeline(self, version: str, metadata: dict[str, Any] | None = None) -> Any:
+        """The verified, unpickled joblib pipeline of one version (the source of truth)."""
+        metadata = metadata or self.metadata(version)
+        return load_pipeline(self.download_file(version, "model.joblib"), metadata, self._signing_key)
 
     # --- the promoted pointer ---------------------------------------------------------
 

@@ -4,12 +4,26 @@ through ``DefaultAzureCredential`` — the same setting names the Functions host
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from ..config import Settings
+
+
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _transport_options() -> dict[str, Any]:
+    """Honour proxy variables only when one is set: otherwise ``requests`` re-scans the
+    whole environment on every call, which costs predict ~0.7 ms per transaction."""
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return {}
+    from azure.core.pipeline.transport import RequestsTransport
+
+    return {"transport": RequestsTransport(use_env_settings=False)}
 
 
 def _credential() -> Any:
@@ -27,6 +41,7 @@ def _service_uri(settings: Settings, explicit: str, kind: str) -> str:
 
 
 def blob_service(settings: Settings, **options: Any) -> BlobServiceClient:
+    options = {**_transport_options(), **options}
     if settings.storage_connection:
         return BlobServiceClient.from_connection_string(settings.storage_connection, **options)
     return BlobServiceClient(_service_uri(settings, settings.blob_service_uri, "blob"), credential=_credential(),
@@ -34,6 +49,7 @@ def blob_service(settings: Settings, **options: Any) -> BlobServiceClient:
 
 
 def queue_service(settings: Settings, **options: Any) -> QueueServiceClient:
+    options = {**_transport_options(), **options}
     if settings.storage_connection:
         return QueueServiceClient.from_connection_string(settings.storage_connection, **options)
     return QueueServiceClient(_service_uri(settings, settings.queue_service_uri, "queue"), credential=_credential(),
@@ -45,6 +61,7 @@ def queue_client(settings: Settings, queue_name: str, **options: Any) -> QueueCl
     ``messageEncoding`` (host.json ``extensions.queues``), so the real host reads them."""
     options.setdefault("message_encode_policy", TextBase64EncodePolicy())
     options.setdefault("message_decode_policy", BinaryBase64DecodePolicy())
+    options = {**_transport_options(), **options}
     if settings.storage_connection:
         return QueueClient.from_connection_string(settings.storage_connection, queue_name, **options)
     return QueueClient(_service_uri(settings, settings.queue_service_uri, "queue"), queue_name,

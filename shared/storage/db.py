@@ -6,6 +6,7 @@ are stored as naive UTC (SQL Server's DATETIME2 has no zone).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -422,38 +423,33 @@ def list_training_runs(engine: Engine, limit: int = 20) -> list[dict[str, Any]]:
 # --- feature history (the online path of shared.features) ------------------------------
 
 
-def history_aggregates(engine: Engine, transaction: Transaction, spec: "FeatureSpec") -> dict[str, float]:
-    """Window aggregates of the stored history before ``transaction``, in one indexed query.
-
-    Mirrors :func:`shared.features.compute_features`: customer rows in (t - n, t] that come
-    before the transaction in (timestamp, transaction_id) order; terminal rows in the
-    delayed windows (t - d - n, t - d], with their true labels.
-    """
-    from ..features import customer_aggregate_keys, online_window_bounds, terminal_aggregate_keys
+@functools.lru_cache(maxsize=8)
+def _history_statement(spec: "FeatureSpec") -> sa.Select:
+    """The online feature query for ``spec``, built once; per call only parameters change."""
+    from ..features import customer_aggregate_keys, terminal_aggregate_keys
 
     t = transactions.c
-    timestamp = naive_utc(transaction.timestamp)
-    bounds = online_window_bounds(timestamp, spec)
-    longest = max(spec.customer_windows)
+    timestamp = sa.bindparam("timestamp", type_=sa.DateTime())
     customer_columns = []
     for n in spec.customer_windows:
         count_key, sum_key = customer_aggregate_keys(n)
-        in_window = t.timestamp > bounds[f"customer_start_{n}d"]
+        in_window = t.timestamp > sa.bindparam(f"customer_start_{n}d", type_=sa.DateTime())
         customer_columns += [
             sa.func.coalesce(sa.func.sum(sa.case((in_window, 1), else_=0)), 0).label(count_key),
             sa.func.coalesce(sa.func.sum(sa.case((in_window, t.amount), else_=0.0)), 0.0).label(sum_key),
         ]
     customer = sa.select(*customer_columns).where(
-        t.customer_id == transaction.customer_id,
-        t.timestamp > bounds[f"customer_start_{longest}d"],
+        t.customer_id == sa.bindparam("customer_id", type_=sa.String()),
+        t.timestamp > sa.bindparam(f"customer_start_{max(spec.customer_windows)}d", type_=sa.DateTime()),
         sa.or_(t.timestamp < timestamp,
-               sa.and_(t.timestamp == timestamp, t.transaction_id < transaction.transaction_id)),
+               sa.and_(t.timestamp == timestamp,
+                       t.transaction_id < sa.bindparam("transaction_id", type_=sa.String()))),
     ).subquery("customer_history")
 
     terminal_columns = []
     for n in spec.terminal_windows:
         count_key, frauds_key = terminal_aggregate_keys(n)
-        in_window = t.timestamp > bounds[f"terminal_start_{n}d"]
+        in_window = t.timestamp > sa.bindparam(f"terminal_start_{n}d", type_=sa.DateTime())
         terminal_columns += [
             sa.func.coalesce(sa.func.sum(sa.case((in_window, 1), else_=0)), 0).label(count_key),
             sa.func.coalesce(sa.func.sum(
@@ -463,16 +459,34 @@ def history_aggregates(engine: Engine, transaction: Transaction, spec: "FeatureS
         sa.select(*terminal_columns)
         .select_from(transactions.outerjoin(labels, labels.c.transaction_id == t.transaction_id))
         .where(
-            t.terminal_id == transaction.terminal_id,
-            t.timestamp > bounds[f"terminal_start_{max(spec.terminal_windows)}d"],
-            t.timestamp <= bounds["terminal_end"],
+            t.terminal_id == sa.bindparam("terminal_id", type_=sa.String()),
+            t.timestamp > sa.bindparam(f"terminal_start_{max(spec.terminal_windows)}d", type_=sa.DateTime()),
+            t.timestamp <= sa.bindparam("terminal_end", type_=sa.DateTime()),
         )
     ).subquery("terminal_history")
+    # Two one-row aggregates side by side: a deliberate cross join.
+    return sa.select(customer, terminal).select_from(customer.join(terminal, sa.true()))
 
+
+def history_aggregates(engine: Engine, transaction: Transaction, spec: "FeatureSpec") -> dict[str, float]:
+    """Window aggregates of the stored history before ``transaction``, in one indexed query.
+
+    Mirrors :func:`shared.features.compute_features`: customer rows in (t - n, t] that come
+    before the transaction in (timestamp, transaction_id) order; terminal rows in the
+    delayed windows (t - d - n, t - d], with their true labels.
+    """
+    from ..features import online_window_bounds
+
+    timestamp = naive_utc(transaction.timestamp)
+    parameters = {
+        "timestamp": timestamp,
+        "customer_id": transaction.customer_id,
+        "terminal_id": transaction.terminal_id,
+        "transaction_id": transaction.transaction_id,
+        **online_window_bounds(timestamp, spec),
+    }
     with engine.connect() as conn:
-        # Two one-row aggregates side by side: a deliberate cross join.
-        both = sa.select(customer, terminal).select_from(customer.join(terminal, sa.true()))
-        row = conn.execute(both).mappings().one()
+        row = conn.execute(_history_statement(spec), parameters).mappings().one()
     return {key: float(value) for key, value in row.items()}
 
 

@@ -103,3 +103,25 @@ def test_report_is_published_beside_the_model(app_env, model_factory, monkeypatc
     summary = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert summary["holdout"]["average_precision"] == pytest.approx(run.metrics["average_precision"])
     assert (tmp_path / "r" / "pr_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_published_version_carries_a_verified_compiled_form(app_env, model_factory):
+    import numpy as np
+
+    import_history(app_env, model_factory.history)
+    run = run_retraining(app_env, force=True, params=SMALL_PARAMS)
+    metadata = app_env.store.metadata(run.model_version)
+    assert metadata["onnx"]["file"] == "model.onnx" and metadata["onnx"]["max_abs_diff"] <= 1e-5
+    assert metadata["onnx"]["checked_rows"] == metadata["holdout_rows"]
+    compiled = app_env.store.load(run.model_version)
+    source = app_env.store.load(run.model_version, compiled=False)
+    assert compiled.compiled and not source.compiled
+    rows = model_factory.candidate.holdout_frame[compiled.features].to_numpy(np.float64)
+    np.testing.assert_allclose(compiled.score_rows(rows), source.score_rows(rows), atol=1e-5)
+
+
+def test_version_without_compiled_form_is_served_from_joblib(app_env, model_factory):
+    version = model_factory.publish(app_env.store, compiled=False)
+    model = app_env.models.get()
+    assert model.version == version and not model.compiled
+    assert 0 <= model.score(dict.fromkeys(model.features, 1.0)) <= 1

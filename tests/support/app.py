@@ -10,8 +10,8 @@ from azure.functions.queue import QueueMessage
 
 from shared.app import Services, get_services, reset_services
 from shared.cli import ensure_resources
-from shared.model import new_version, serialize_pipeline
-from shared.retraining import build_metadata, train_candidate
+from shared.model import new_version
+from shared.retraining import package_candidate, train_candidate
 from shared.features import DEFAULT_SPEC
 from shared.simulator import simulate_for_volume
 from shared.training import TrainingParams
@@ -47,13 +47,15 @@ class ModelFactory:
     def __init__(self, rows: int = 30_000, seed: int = 7):
         self.history = simulate_for_volume(rows, seed=seed, n_days=30, start_date="2026-09-01")
         self.candidate = train_candidate(self.history, DEFAULT_SPEC, SMALL_PARAMS, "max_f1")
-        self.model_bytes = serialize_pipeline(self.candidate.pipeline)
 
-    def publish(self, store, promote: bool = True, signing_key: str = "") -> str:
+    def publish(self, store, promote: bool = True, signing_key: str = "", compiled: bool = True) -> str:
+        """Publish the model as a new version (with its ONNX form unless ``compiled`` is False)."""
         version = new_version()
-        metadata = build_metadata(version, self.candidate, self.model_bytes, SMALL_PARAMS, "max_f1",
-                                  DEFAULT_SPEC, signing_key)
-        store.publish(version, self.model_bytes, metadata)
+        model_bytes, metadata, files = package_candidate(version, self.candidate, SMALL_PARAMS, "max_f1",
+                                                         DEFAULT_SPEC, signing_key)
+        if not compiled:
+            files, metadata["onnx"] = {}, None
+        store.publish(version, model_bytes, metadata, files)
         if promote:
             store.promote(version)
         return version

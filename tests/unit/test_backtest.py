@@ -161,6 +161,8 @@ def test_bad_options_are_rejected():
         parse("--data", "x.csv", "--train-start", "15/03/2026")
     with pytest.raises(SystemExit):
         parse("--data", "x.csv", "--train-start", "2026-03-15", "--class-weight", "heavy")
+    with pytest.raises(SystemExit):
+        parse("--data", "x.csv", "--train-start", "2026-03-15", "--smote-ratio", "2")
 
 
 def test_feature_sets():

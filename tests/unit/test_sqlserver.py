@@ -110,8 +110,9 @@ def test_history_query_compiles_for_sqlserver(monkeypatch):
         def __exit__(self, *exc):
             return False
 
-        def execute(self, statement):
+        def execute(self, statement, parameters=None):
             statements.append(str(statement.compile(dialect=mssql.dialect())))
+            assert parameters["customer_id"] == "C" and parameters["terminal_id"] == "T"
             raise RuntimeError("compiled only")
 
     class Engine:
