@@ -5,6 +5,10 @@ first model when needed (``shared.cli init``), then serves the function app on
 port 7071 through Azure Functions Core Tools (``func start``) when it is
 installed, otherwise through the project's dev host. Ctrl-C stops everything it
 started. Running it again reuses the data.
+
+``AZURITE_BLOB_PORT`` / ``AZURITE_QUEUE_PORT`` / ``AZURITE_TABLE_PORT`` move Azurite
+off its usual 10000/10001/10002 (a second copy, the tests); the app is then given
+an explicit connection string for those ports instead of ``UseDevelopmentStorage=true``.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .azurite import Azurite, AzuriteUnavailable, port_in_use
+from .azurite import Azurite, AzuriteUnavailable, connection_string, port_in_use
 from .config import DevHostError, read_local_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,17 +46,27 @@ def _environment(values: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def _azurite_ports() -> dict[str, int]:
+    return {name: int(os.environ.get(f"AZURITE_{name.upper()}_PORT") or port) for name, port in AZURITE_PORTS.items()}
+
+
 def _start_azurite(env: dict[str, str]) -> Azurite | None:
     if env.get("AzureWebJobsStorage", "") != "UseDevelopmentStorage=true":
         print("AzureWebJobsStorage points at a real account: not starting Azurite")
         return None
-    busy = [name for name, port in AZURITE_PORTS.items() if name != "table" and port_in_use(port)]
+    ports = _azurite_ports()
+    if ports != AZURITE_PORTS:
+        # UseDevelopmentStorage=true means the usual ports: name the moved ones. os.environ too, for the
+        # server, which reads local.settings.json itself (where the real environment wins).
+        env["AzureWebJobsStorage"] = os.environ["AzureWebJobsStorage"] = connection_string(ports["blob"],
+                                                                                            ports["queue"])
+    busy = [name for name, port in ports.items() if name != "table" and port_in_use(port)]
     if busy:
-        print(f"Azurite ports {AZURITE_PORTS['blob']}/{AZURITE_PORTS['queue']} are in use: "
+        print(f"Azurite ports {ports['blob']}/{ports['queue']} are in use: "
               "using the storage emulator already running there")
         return None
-    azurite = Azurite(blob_port=AZURITE_PORTS["blob"], queue_port=AZURITE_PORTS["queue"],
-                      table_port=AZURITE_PORTS["table"], workdir=ROOT / ".azurite")
+    azurite = Azurite(blob_port=ports["blob"], queue_port=ports["queue"],
+                      table_port=ports["table"], workdir=ROOT / ".azurite")
     azurite.start()
     print(f"Azurite started (blob :{azurite.blob_port}, queue :{azurite.queue_port}, data in .azurite/)")
     return azurite
