@@ -12,7 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from urllib.parse import quote_plus
 
 import sqlalchemy as sa
@@ -238,6 +238,30 @@ def _existing_ids(conn: sa.Connection, table: sa.Table, ids: Sequence[str]) -> s
     return found
 
 
+def _upsert_constructor(engine: Engine) -> Callable[[sa.Table], Any] | None:
+    """The dialect's ``INSERT ... ON CONFLICT`` constructor, where SQLAlchemy has one."""
+    if engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # SQL Server has no ON CONFLICT
+        return None
+    return insert
+
+
+def _with_race_retry(engine: Engine, write: Callable[[sa.Connection], int]) -> int:
+    """Run a check-then-write transaction, retrying when a concurrent writer inserted one of
+    the same keys between our check and our write (the unique key turns that into an error)."""
+    for attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                return write(conn)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def insert_new_rows(engine: Engine, table: sa.Table, rows: list[dict[str, Any]]) -> int:
     """Insert rows whose ``transaction_id`` is not stored yet; return how many were new.
 
@@ -247,35 +271,22 @@ def insert_new_rows(engine: Engine, table: sa.Table, rows: list[dict[str, Any]])
     """
     if not rows:
         return 0
-    backend = engine.dialect.name
-    if backend in ("sqlite", "postgresql"):
-        if backend == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        statement = (
-            dialect_insert(table)
-            .on_conflict_do_nothing(index_elements=["transaction_id"])
-            .returning(table.c.transaction_id)
-        )
+    upsert = _upsert_constructor(engine)
+    if upsert is not None:
+        statement = (upsert(table).on_conflict_do_nothing(index_elements=["transaction_id"])
+                     .returning(table.c.transaction_id))
         with engine.begin() as conn:
-            if len(rows) == 1:
-                return len(conn.execute(statement, rows[0]).all())
-            # RETURNING with executemany yields exactly the rows that were inserted.
-            return len(conn.execute(statement, rows).all())
-    for attempt in range(3):
-        try:
-            with engine.begin() as conn:
-                present = _existing_ids(conn, table, [r["transaction_id"] for r in rows])
-                fresh = [r for r in rows if r["transaction_id"] not in present]
-                if fresh:
-                    conn.execute(sa.insert(table), fresh)
-                return len(fresh)
-        except IntegrityError:
-            # A concurrent writer inserted one of these ids between our check and insert.
-            if attempt == 2:
-                raise
-    return 0  # unreachable
+            # RETURNING (also with executemany) yields exactly the rows that were inserted.
+            return len(conn.execute(statement, rows[0] if len(rows) == 1 else rows).all())
+
+    def write(conn: sa.Connection) -> int:
+        present = _existing_ids(conn, table, [r["transaction_id"] for r in rows])
+        fresh = [r for r in rows if r["transaction_id"] not in present]
+        if fresh:
+            conn.execute(sa.insert(table), fresh)
+        return len(fresh)
+
+    return _with_race_retry(engine, write)
 
 
 def insert_scored_transaction(engine: Engine, scored: ScoredTransaction) -> bool:
@@ -290,13 +301,9 @@ def upsert_labels(engine: Engine, batch: Iterable[Label], labeled_at: datetime |
     rows = [{"transaction_id": k, "is_fraud": v, "labeled_at": labeled_at} for k, v in latest.items()]
     if not rows:
         return 0
-    backend = engine.dialect.name
-    if backend in ("sqlite", "postgresql"):
-        if backend == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        statement = dialect_insert(labels)
+    upsert = _upsert_constructor(engine)
+    if upsert is not None:
+        statement = upsert(labels)
         statement = statement.on_conflict_do_update(
             index_elements=["transaction_id"],
             set_={"is_fraud": statement.excluded.is_fraud, "labeled_at": statement.excluded.labeled_at},
@@ -304,25 +311,21 @@ def upsert_labels(engine: Engine, batch: Iterable[Label], labeled_at: datetime |
         with engine.begin() as conn:
             conn.execute(statement, rows)
         return len(rows)
-    for attempt in range(3):
-        try:
-            with engine.begin() as conn:
-                present = _existing_ids(conn, labels, list(latest))
-                updates = [{"key": r["transaction_id"], **r} for r in rows if r["transaction_id"] in present]
-                inserts = [r for r in rows if r["transaction_id"] not in present]
-                if updates:
-                    conn.execute(
-                        labels.update().where(labels.c.transaction_id == sa.bindparam("key"))
-                        .values(is_fraud=sa.bindparam("is_fraud"), labeled_at=sa.bindparam("labeled_at")),
-                        [{"key": u["key"], "is_fraud": u["is_fraud"], "labeled_at": u["labeled_at"]} for u in updates],
-                    )
-                if inserts:
-                    conn.execute(sa.insert(labels), inserts)
-                return len(rows)
-        except IntegrityError:
-            if attempt == 2:
-                raise
-    return 0  # unreachable
+
+    def write(conn: sa.Connection) -> int:
+        present = _existing_ids(conn, labels, list(latest))
+        updates = [{"key": r["transaction_id"], "is_fraud": r["is_fraud"], "labeled_at": r["labeled_at"]}
+                   for r in rows if r["transaction_id"] in present]
+        inserts = [r for r in rows if r["transaction_id"] not in present]
+        if updates:
+            conn.execute(labels.update().where(labels.c.transaction_id == sa.bindparam("key"))
+                         .values(is_fraud=sa.bindparam("is_fraud"), labeled_at=sa.bindparam("labeled_at")),
+                         updates)
+        if inserts:
+            conn.execute(sa.insert(labels), inserts)
+        return len(rows)
+
+    return _with_race_retry(engine, write)
 
 
 # --- reads ----------------------------------------------------------------------------

@@ -113,3 +113,35 @@ def test_online_features_equal_offline_features_on_a_persisted_history(engine):
             # Counts and flags are exact; means may differ only in float summation order.
             assert online[name] == pytest.approx(expected[name], rel=1e-9, abs=1e-9), (row.transaction_id, name)
     assert (offline["terminal_risk_30d"] > 0).any()
+
+
+@pytest.fixture
+def without_on_conflict(monkeypatch):
+    """Take the path SQL Server takes (no ON CONFLICT): check, write, retry lost races."""
+    monkeypatch.setattr(db, "_upsert_constructor", lambda engine: None)
+
+
+def test_sqlserver_write_path_is_idempotent_under_concurrency(engine, without_on_conflict):
+    errors, inserted = [], []
+
+    def worker():
+        try:
+            inserted.append(sum(db.insert_scored_transaction(engine, scored(i)) for i in range(60)))
+        except Exception as exc:  # pragma: no cover - reported by the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and sum(inserted) == 60
+    assert db.table_counts(engine)["transactions"] == 60
+
+
+def test_sqlserver_label_path_updates_and_inserts(engine, without_on_conflict):
+    db.insert_scored_transaction(engine, scored(1))
+    assert db.upsert_labels(engine, [Label("tx-1", True), Label("early", False)]) == 2
+    assert db.upsert_labels(engine, [Label("tx-1", False), Label("early", True), Label("new", True)]) == 3
+    assert db.fetch_transaction(engine, "tx-1")["label"] is False
+    assert db.table_counts(engine)["labels"] == 3
