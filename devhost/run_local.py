@@ -47,7 +47,8 @@ def _environment(values: dict[str, str]) -> dict[str, str]:
 
 
 def _azurite_ports() -> dict[str, int]:
-    return {name: int(os.environ.get(f"AZURITE_{name.upper()}_PORT") or port) for name, port in AZURITE_PORTS.items()}
+    return {name: int(os.environ.get(f"AZURITE_{name.upper()}_PORT") or port)
+            for name, port in AZURITE_PORTS.items()}
 
 
 def _start_azurite(env: dict[str, str]) -> Azurite | None:

@@ -43,10 +43,10 @@ class ModelCache:
         self._refreshing = threading.Lock()
 
     def get(self) -> LoadedModel:
-        if self._due():
-            # One thread refreshes; the others keep scoring with the model they have.
-            blocking = self._model is None
-            if self._refreshing.acquire(blocking=blocking):
+        if self._model is None or self._due():
+            # One thread refreshes; the others keep scoring with the model they have. With
+            # no model yet they wait for the load in flight instead of failing with 503.
+            if self._refreshing.acquire(blocking=self._model is None):
                 try:
                     if self._due():
                         self._refresh()
