@@ -4,6 +4,7 @@ through ``DefaultAzureCredential`` — the same setting names the Functions host
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -12,6 +13,10 @@ from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, QueueServ
 
 from ..config import Settings
 
+
+# The Functions worker forwards INFO logs to Application Insights; the SDK's HTTP logging
+# policy would log every queue and blob request (headers included) at INFO.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 
