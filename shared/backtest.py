@@ -42,7 +42,6 @@ FEATURE_SETS: dict[str, list[str]] = {
     "baseline": list(BASELINE_FEATURES),
     "handbook": HANDBOOK_FEATURES,
 }
-SUMMARY_METRICS = ("auc_roc", "average_precision", "card_precision")  # card_precision gets its k appended
 
 _EPOCH = date(1970, 1, 1)
 
