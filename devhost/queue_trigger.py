@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import binascii
 import logging
+import os
 import random
 import re
 import threading
@@ -183,6 +184,11 @@ def queue_service(connection: str | None, settings: Mapping[str, str]) -> QueueS
         "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2),
         "connection_timeout": 5, "read_timeout": 30,
     }
+    if not any(os.environ.get(v) for v in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")):
+        # Otherwise requests re-reads proxy variables and ~/.netrc on every queue call.
+        from azure.core.pipeline.transport import RequestsTransport
+
+        options["transport"] = RequestsTransport(use_env_settings=False)
     for candidate in (f"AzureWebJobs{name}", name):
         value = lookup_setting(candidate, settings)
         if value:

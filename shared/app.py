@@ -21,7 +21,7 @@ from .model import ArtifactRejected, LoadedModel, ModelUnavailable
 from .storage import db
 from .storage.blob import ModelStore
 from .storage.clients import blob_service, queue_client
-from .storage.queue import TransactionQueue
+from .storage.queue import BatchingSender, TransactionQueue
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,11 @@ class Services:
                               retry_policy=QueueLinearRetry(backoff=0.2, random_jitter_range=0, retry_total=2),
                               connection_timeout=2, read_timeout=5)
         return TransactionQueue(client)
+
+    @cached_property
+    def sender(self) -> BatchingSender:
+        """Enqueues scored transactions, grouping concurrent requests into one message."""
+        return BatchingSender(self.queue)
 
     @cached_property
     def poison_queue(self) -> TransactionQueue:

@@ -21,6 +21,7 @@ from .schema import (
     parse_scored_message,
 )
 from .storage import db
+from .storage.queue import BATCH_KEY
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def score_transaction(services: Services, transaction: Transaction) -> Predictio
         scored_at=datetime.now(timezone.utc),
         degraded=degraded,
     )
-    services.queue.send(scored.to_message())
+    services.sender.send(scored.to_message())
     return Prediction(scored, model.threshold)
 
 
@@ -81,27 +82,38 @@ class MalformedMessage(ValueError):
     """A queue message that can never be persisted (the host retries it, then poisons it)."""
 
 
-def decode_message(body: bytes) -> ScoredTransaction:
+def decode_message(body: bytes) -> tuple[list[ScoredTransaction], list[str]]:
+    """The scored transactions in a queue message (one, or a ``transactions`` batch), and
+    the problems of any item that is malformed. Raises MalformedMessage if it is not JSON."""
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedMessage(f"not UTF-8 JSON: {exc}") from None
-    try:
-        return parse_scored_message(data)
-    except ValidationError as exc:
-        raise MalformedMessage(str(exc)) from None
+    items = data[BATCH_KEY] if isinstance(data, dict) and isinstance(data.get(BATCH_KEY), list) else [data]
+    good: list[ScoredTransaction] = []
+    problems: list[str] = []
+    for index, item in enumerate(items):
+        try:
+            good.append(parse_scored_message(item))
+        except ValidationError as exc:
+            problems.append(f"item {index}: {exc}" if len(items) > 1 else str(exc))
+    return good, problems
 
 
-def persist_message(services: Services, body: bytes) -> bool:
-    """Insert the queued transaction; False if it was stored already (a redelivery).
+def persist_message(services: Services, body: bytes) -> int:
+    """Insert the queued transactions; return how many were new (0 for a redelivery).
 
-    Raises MalformedMessage for bad messages and lets database errors propagate, so
-    the Functions host retries and finally moves the message to the poison queue.
+    Valid items are stored even when others are malformed; then MalformedMessage is
+    raised so the host retries and finally moves the message to the poison queue, where
+    the bad items can be inspected (the stored ones are not inserted twice on retry).
+    Database errors propagate for the same retry-then-poison path.
     """
-    scored = decode_message(body)
-    inserted = db.insert_scored_transaction(services.engine, scored)
-    if not inserted:
-        log.info("transaction %s already stored: redelivery ignored", scored.transaction.transaction_id)
+    scored, problems = decode_message(body)
+    inserted = db.insert_scored_transactions(services.engine, scored)
+    if inserted < len(scored):
+        log.info("%d of %d transactions already stored: redelivery ignored", len(scored) - inserted, len(scored))
+    if problems:
+        raise MalformedMessage("; ".join(problems))
     return inserted
 
 

@@ -6,10 +6,13 @@ are stored as naive UTC (SQL Server's DATETIME2 has no zone).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import re
+import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -181,12 +184,24 @@ def redact_url(url: str) -> str:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    # WAL lets the predict function read history while persist writes; busy_timeout
-    # makes concurrent writers wait instead of failing with "database is locked".
+    # WAL lets the predict function read history while persist writes (and it is stored in
+    # the file, so only the first connection changes anything); busy_timeout makes writers
+    # of other processes wait instead of failing with "database is locked".
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+# SQLite has a single writer. Writers of one process take turns on a mutex instead of
+# polling the file lock with busy_timeout's growing sleeps (which throttled persist to a
+# crawl with 16 queue messages in flight).
+_sqlite_write_locks: "weakref.WeakKeyDictionary[Engine, threading.Lock]" = weakref.WeakKeyDictionary()
+
+
+def _write_turn(engine: Engine) -> Any:
+    lock = _sqlite_write_locks.get(engine)
+    return lock if lock is not None else contextlib.nullcontext()
 
 
 def create_db_engine(url: str) -> Engine:
@@ -194,8 +209,12 @@ def create_db_engine(url: str) -> Engine:
     parsed = sa.engine.make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # A pool as large as the threads that use it (HTTP workers, queue batch, history),
+        # so connections are reused instead of opened and closed per call.
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                                  pool_size=32, max_overflow=32)
         event.listen(engine, "connect", _sqlite_pragmas)
+        _sqlite_write_locks[engine] = threading.Lock()
         return engine
     options: dict[str, Any] = {"pool_pre_ping": True}
     if backend == "mssql":
@@ -275,7 +294,7 @@ def insert_new_rows(engine: Engine, table: sa.Table, rows: list[dict[str, Any]])
     if upsert is not None:
         statement = (upsert(table).on_conflict_do_nothing(index_elements=["transaction_id"])
                      .returning(table.c.transaction_id))
-        with engine.begin() as conn:
+        with _write_turn(engine), engine.begin() as conn:
             # RETURNING (also with executemany) yields exactly the rows that were inserted.
             return len(conn.execute(statement, rows[0] if len(rows) == 1 else rows).all())
 
@@ -289,9 +308,15 @@ def insert_new_rows(engine: Engine, table: sa.Table, rows: list[dict[str, Any]])
     return _with_race_retry(engine, write)
 
 
+def insert_scored_transactions(engine: Engine, batch: Sequence[ScoredTransaction]) -> int:
+    """Persist scored transactions in one database transaction; return how many were new."""
+    persisted_at = utcnow()
+    return insert_new_rows(engine, transactions, [_transaction_row(scored, persisted_at) for scored in batch])
+
+
 def insert_scored_transaction(engine: Engine, scored: ScoredTransaction) -> bool:
     """Persist one scored transaction; False when it was already stored (a redelivery)."""
-    return insert_new_rows(engine, transactions, [_transaction_row(scored, utcnow())]) == 1
+    return insert_scored_transactions(engine, [scored]) == 1
 
 
 def upsert_labels(engine: Engine, batch: Iterable[Label], labeled_at: datetime | None = None) -> int:
@@ -308,7 +333,7 @@ def upsert_labels(engine: Engine, batch: Iterable[Label], labeled_at: datetime |
             index_elements=["transaction_id"],
             set_={"is_fraud": statement.excluded.is_fraud, "labeled_at": statement.excluded.labeled_at},
         )
-        with engine.begin() as conn:
+        with _write_turn(engine), engine.begin() as conn:
             conn.execute(statement, rows)
         return len(rows)
 

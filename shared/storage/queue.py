@@ -1,15 +1,39 @@
-"""The transactions queue: scored transactions on their way to the database."""
+"""The transactions queue: scored transactions on their way to the database.
+
+Messages are JSON, base64-encoded by the client (the queue trigger's default). A message
+holds one transaction, or ``{"transactions": [...]}`` when several predict calls of one
+process were sent together (group commit, see :class:`BatchingSender`).
+"""
 from __future__ import annotations
 
 import json
+import logging
+import queue
+import threading
+from concurrent.futures import Future
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
+log = logging.getLogger(__name__)
+
+BATCH_KEY = "transactions"
+MAX_BATCH_ITEMS = 32
+# The queue's message limit is 64 KiB after base64 (4/3 growth): stay well under it.
+MAX_BATCH_JSON_BYTES = 40_000
+
 
 class EnqueueFailed(RuntimeError):
     """The message was not accepted by the queue service."""
+
+
+def encode_batch(texts: list[str]) -> str:
+    """One queue message for already-serialised messages: the message itself when alone,
+    else ``{"transactions": [...]}``."""
+    if len(texts) == 1:
+        return texts[0]
+    return '{"' + BATCH_KEY + '":[' + ",".join(texts) + "]}"
 
 
 class TransactionQueue:
@@ -26,7 +50,73 @@ class TransactionQueue:
 
     def send(self, message: dict[str, Any]) -> str:
         """Enqueue one message; return its id. Raises :class:`EnqueueFailed` on any failure."""
+        return self.send_text(json.dumps(message, separators=(",", ":")))
+
+    def send_text(self, text: str) -> str:
         try:
-            return self.client.send_message(json.dumps(message, separators=(",", ":"))).id
+            return self.client.send_message(text).id
         except Exception as exc:  # any transport or service error means "not enqueued"
             raise EnqueueFailed(f"queue {self.client.queue_name}: {type(exc).__name__}") from exc
+
+
+class BatchingSender:
+    """Group commit for concurrent senders: whatever arrives while a send is in flight
+    goes out together in the next queue message.
+
+    :meth:`send` returns only once the message holding this item was accepted (or raises
+    :class:`EnqueueFailed`), so a caller never reports success for an item not queued.
+    With one caller at a time every message holds one item and nothing waits for company.
+    """
+
+    def __init__(self, target: TransactionQueue, max_items: int = MAX_BATCH_ITEMS,
+                 max_bytes: int = MAX_BATCH_JSON_BYTES):
+        self._target = target
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._pending: "queue.SimpleQueue[tuple[str, Future]]" = queue.SimpleQueue()
+        self._carry: tuple[str, Future] | None = None  # did not fit the last batch: starts the next
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def send(self, message: dict[str, Any], timeout: float = 60.0) -> None:
+        """Enqueue ``message``; return once it is accepted, else raise EnqueueFailed."""
+        self._ensure_thread()
+        done: Future = Future()
+        self._pending.put((json.dumps(message, separators=(",", ":")), done))
+        done.result(timeout=timeout)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._start_lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="queue-sender", daemon=True)
+                    self._thread.start()
+
+    def _next_batch(self) -> list[tuple[str, Future]]:
+        first = self._carry or self._pending.get()  # wait for work
+        self._carry = None
+        batch, size = [first], len(first[0])
+        while len(batch) < self._max_items:
+            try:
+                item = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if size + len(item[0]) + 1 > self._max_bytes:
+                self._carry = item
+                break
+            batch.append(item)
+            size += len(item[0]) + 1
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            try:
+                self._target.send_text(encode_batch([text for text, _ in batch]))
+            except Exception as exc:  # every caller in the batch learns it was not queued
+                error = exc if isinstance(exc, EnqueueFailed) else EnqueueFailed(type(exc).__name__)
+                for _, done in batch:
+                    done.set_exception(error)
+                continue
+            for _, done in batch:
+                done.set_result(None)

@@ -56,3 +56,29 @@ def test_database_error_raises(app_env, monkeypatch, tmp_path, caplog):
     with pytest.raises(sa.exc.OperationalError):
         persist_function.main(message(json.dumps(SCORED.to_message()).encode()))
     assert "not persisted" in caplog.text
+
+
+def batch_body(*items) -> bytes:
+    return json.dumps({"transactions": list(items)}).encode()
+
+
+def scored_message(transaction_id: str) -> dict:
+    return {**SCORED.to_message(), "transaction_id": transaction_id}
+
+
+def test_a_batch_message_inserts_every_transaction_once(app_env):
+    body = batch_body(*(scored_message(f"b{i}") for i in range(5)))
+    persist_function.main(message(body))
+    persist_function.main(message(body, dequeue_count=2))  # redelivered
+    assert sorted(r["transaction_id"] for r in rows(app_env)) == [f"b{i}" for i in range(5)]
+
+
+def test_a_malformed_item_does_not_lose_the_good_ones(app_env, caplog):
+    body = batch_body(scored_message("good-1"), {"transaction_id": "bad"}, scored_message("good-2"))
+    with pytest.raises(MalformedMessage, match="item 1"):
+        persist_function.main(message(body))
+    assert sorted(r["transaction_id"] for r in rows(app_env)) == ["good-1", "good-2"]
+    # Retries (then the poison queue) never insert the good ones twice.
+    with pytest.raises(MalformedMessage):
+        persist_function.main(message(body, dequeue_count=2))
+    assert len(rows(app_env)) == 2

@@ -74,3 +74,20 @@ def test_history_unreadable_scores_degraded_and_still_enqueues(app_with_model, m
     assert status == 200 and body["degraded"] is True
     [message] = drain_queue(app_with_model)
     assert json.loads(message.get_body())["degraded"] is True
+
+
+def test_concurrent_requests_are_grouped_and_every_one_is_queued_once(app_with_model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared.services import decode_message
+
+    def one(i):
+        return call({**TX, "transaction_id": f"c-{i}"})[0]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(one, range(64)))
+    assert statuses == [200] * 64
+    messages = drain_queue(app_with_model)
+    queued = [s.transaction.transaction_id for m in messages for s in decode_message(m.get_body())[0]]
+    assert sorted(queued) == sorted(f"c-{i}" for i in range(64))
+    assert len(messages) <= 64
