@@ -211,8 +211,9 @@ def create_db_engine(url: str) -> Engine:
     if backend == "sqlite":
         # A pool as large as the threads that use it (HTTP workers, queue batch, history),
         # so connections are reused instead of opened and closed per call.
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                                  pool_size=32, max_overflow=32)
+        in_memory = parsed.database in (None, "", ":memory:")
+        pool = {} if in_memory else {"pool_size": 32, "max_overflow": 32}
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         _sqlite_write_locks[engine] = threading.Lock()
         return engine
