@@ -305,6 +305,16 @@ class _Handler(BaseHTTPRequestHandler):
         # Error messages quote the request line: never let a ?code= key reach the log.
         log.debug("HTTP %s: %s", self.address_string(), _KEY_IN_QUERY.sub(r"\1***", format % args))
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server would quote the request line (a ?code= key included) back in the status
+        # reason and an HTML body; like the host, answer with the bare status.
+        self.log_message("%d %s", code, message or "")
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+
     def handle_one_request(self) -> None:
         # Dispatch every method through one place, whatever its name.
         try:

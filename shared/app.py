@@ -20,7 +20,7 @@ from .features import DEFAULT_SPEC, FeatureSpec
 from .model import ArtifactRejected, LoadedModel, ModelUnavailable
 from .storage import db
 from .storage.blob import ModelStore
-from .storage.clients import blob_service, queue_client
+from .storage.clients import model_container, queue_client
 from .storage.queue import BatchingSender, TransactionQueue
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,7 @@ class Services:
 
     @cached_property
     def store(self) -> ModelStore:
-        container = blob_service(self.settings).get_container_client(self.settings.model_container)
-        return ModelStore(container, signing_key=self.settings.model_signing_key)
+        return ModelStore(model_container(self.settings), signing_key=self.settings.model_signing_key)
 
     @cached_property
     def queue(self) -> TransactionQueue:

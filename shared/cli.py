@@ -178,6 +178,39 @@ def cmd_models(services: Services, args: argparse.Namespace) -> int:
     raise ValueError(args.action)
 
 
+def cmd_poison(services: Services, args: argparse.Namespace) -> int:
+    """Inspect the poison queue, or move its messages back for another try (after a fix)."""
+    from .services import MalformedMessage, decode_message
+    from .storage.clients import queue_client
+
+    settings = services.settings
+    if args.action == "list":
+        for message in services.poison_queue.client.peek_messages(max_messages=32):
+            try:
+                items, problems = decode_message(message.content)
+            except MalformedMessage as exc:
+                items, problems = [], [str(exc)]
+            print(f"{message.id}  dequeued {message.dequeue_count}x  {len(items)} valid item(s)  "
+                  f"{'; '.join(problems) or 'no problem found: likely a database error at the time'}")
+        return 0
+    # Raw clients: the base64 text moves verbatim, whatever bytes it holds.
+    poison = queue_client(settings, settings.poison_queue, message_encode_policy=None, message_decode_policy=None)
+    target = queue_client(settings, settings.transactions_queue, message_encode_policy=None,
+                          message_decode_policy=None)
+    moved = 0
+    while True:
+        batch = list(poison.receive_messages(max_messages=32, visibility_timeout=60))
+        if not batch:
+            break
+        for message in batch:
+            target.send_message(message.content)
+            poison.delete_message(message)
+            moved += 1
+    print(f"moved {moved} message(s) from {services.settings.poison_queue} back to "
+          f"{services.settings.transactions_queue}")
+    return 0
+
+
 def cmd_backtest(services: Services, args: argparse.Namespace) -> int:
     from .backtest import main as backtest_main
 
@@ -230,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("version")
     report.add_argument("--out")
     models.set_defaults(handler=cmd_models)
+
+    poison = commands.add_parser("poison", help="list the poison queue, or requeue its messages")
+    poison.add_argument("action", choices=["list", "requeue"])
+    poison.set_defaults(handler=cmd_poison)
 
     backtest = commands.add_parser("backtest", help="ULB-handbook style out-of-time backtest on a CSV")
     from .backtest import add_arguments

@@ -35,7 +35,8 @@ class PredictClient:
                 response = self.session.post(f"{self.base_url}/api/predict", json=transaction, timeout=self.timeout)
                 if response.status_code != 503 or attempt == retries:
                     return response
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Safe to resend: the same transaction_id is scored and stored once.
                 if attempt == retries:
                     raise
             time.sleep(backoff * (2 ** attempt))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import json
 import platform
 import secrets
 from dataclasses import dataclass
@@ -63,18 +64,41 @@ def serialize_pipeline(pipeline: Any) -> bytes:
     return buffer.getvalue()
 
 
-def verify_bytes(data: bytes, sha256: str | None, signed: str | None, signing_key: str, what: str) -> None:
+def verify_bytes(data: bytes, sha256: str | None, signed: str | None, signing_key: str, what: str,
+                 check_hash: bool = True) -> None:
     """Raise :class:`ArtifactRejected` unless ``data`` hashes (and, with a key, signs) as published."""
-    if not sha256:
-        raise ArtifactRejected(f"{what}: metadata has no sha256")
-    actual = sha256_hex(data)
-    if not hmac.compare_digest(actual, sha256):
-        raise ArtifactRejected(f"{what}: sha256 mismatch (got {actual[:12]}…, published {sha256[:12]}…)")
+    if check_hash:
+        if not sha256:
+            raise ArtifactRejected(f"{what}: metadata has no sha256")
+        actual = sha256_hex(data)
+        if not hmac.compare_digest(actual, sha256):
+            raise ArtifactRejected(f"{what}: sha256 mismatch (got {actual[:12]}…, published {sha256[:12]}…)")
     if signing_key:
         if not signed:
             raise ArtifactRejected(f"{what}: unsigned, and MODEL_SIGNING_KEY is set")
         if not hmac.compare_digest(signature(data, signing_key), signed):
             raise ArtifactRejected(f"{what}: signature does not match MODEL_SIGNING_KEY")
+
+
+METADATA_SIGNATURE = "metadata_signature"
+
+
+def canonical_json(metadata: dict[str, Any]) -> bytes:
+    """The bytes a metadata signature covers: everything but the signature itself."""
+    unsigned = {k: v for k, v in metadata.items() if k != METADATA_SIGNATURE}
+    return json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def sign_metadata(metadata: dict[str, Any], signing_key: str) -> dict[str, Any]:
+    """Metadata with an HMAC over its canonical JSON (threshold, features, hashes...)."""
+    return {**metadata, METADATA_SIGNATURE: signature(canonical_json(metadata), signing_key)}
+
+
+def verify_metadata(metadata: dict[str, Any], signing_key: str) -> None:
+    """With a signing key, refuse metadata that was rewritten after publication."""
+    if signing_key:
+        verify_bytes(canonical_json(metadata), "-", metadata.get(METADATA_SIGNATURE), signing_key,
+                     f"model {metadata.get('version')} (metadata.json)", check_hash=False)
 
 
 def verify_artifact(data: bytes, metadata: dict[str, Any], signing_key: str = "") -> None:

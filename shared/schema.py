@@ -13,7 +13,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Also the patterns of openapi.json. "(?!\n)" because Python's "$" (unlike ECMA-262's, which
+# JSON Schema specifies) also matches before a trailing newline.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$(?!\n)")
+# Customer and terminal ids are free text, but control characters and lone surrogates
+# could not be stored (or logged) safely. Written with \x escapes, which every regex
+# dialect reads alike; surrogates cannot be written so and are checked on their own.
+TEXT_ID_PATTERN = re.compile(r"^[^\x00-\x1f\x7f-\x9f]{1,64}$(?!\n)")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_AMOUNT = 1_000_000
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_LABEL_REQUEST_BYTES = 1024 * 1024
@@ -136,7 +143,7 @@ def parse_json_body(body: bytes, content_type: str | None, max_bytes: int = MAX_
 
 
 def _check_id(data: dict[str, Any], name: str, errors: list[FieldError], required: bool,
-              pattern: re.Pattern[str] | None = None) -> str | None:
+              pattern: re.Pattern[str] = TEXT_ID_PATTERN) -> str | None:
     value = data.get(name)
     if value is None:
         if required:
@@ -148,8 +155,9 @@ def _check_id(data: dict[str, Any], name: str, errors: list[FieldError], require
     if not 1 <= len(value) <= 64:
         errors.append(FieldError(name, f"must be 1-64 characters, got {len(value)}"))
         return None
-    if pattern is not None and not pattern.match(value):
-        errors.append(FieldError(name, "may contain only letters, digits and . _ : -"))
+    if not pattern.fullmatch(value) or _LONE_SURROGATE.search(value):
+        errors.append(FieldError(name, "may contain only letters, digits and . _ : -" if pattern is ID_PATTERN
+                                 else "must not contain control characters or unpaired surrogates"))
         return None
     return value
 
@@ -183,7 +191,10 @@ def parse_timestamp(value: Any) -> datetime:
         raise ValueError("must be an ISO-8601 date-time such as 2026-11-23T14:05:00Z") from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError("must include a UTC offset (e.g. Z or +01:00)")
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00 is past year 9999 in UTC
+        raise ValueError("is out of range") from None
 
 
 def _check_timestamp(data: dict[str, Any], errors: list[FieldError], now: datetime) -> datetime | None:

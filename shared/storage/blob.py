@@ -25,7 +25,15 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.storage.blob import ContainerClient
 
 from ..compiled import OnnxScorer
-from ..model import LoadedModel, load_pipeline, pipeline_scorer, verify_bytes
+from ..model import (
+    LoadedModel,
+    load_pipeline,
+    pipeline_scorer,
+    sign_metadata,
+    verify_artifact,
+    verify_bytes,
+    verify_metadata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +72,8 @@ class ModelStore:
         """Upload a new version: extra files first, the model, and metadata last, so a
         version whose metadata exists is complete."""
         prefix = _version_prefix(version)
+        if self._signing_key:
+            metadata = sign_metadata(metadata, self._signing_key)
         for name, data in (extra_files or {}).items():
             self.container.upload_blob(prefix + name, data, overwrite=True)
         self.container.upload_blob(prefix + "model.joblib", model_bytes, overwrite=False)
@@ -92,11 +102,18 @@ class ModelStore:
         return sorted(versions, key=lambda m: m["version"])
 
     def load(self, version: str, compiled: bool = True) -> LoadedModel:
-        """Download and verify (sha256, signature) one version, then load it: its compiled
-        ONNX form when it has one (and ``compiled``), else the joblib pipeline."""
+        """Download and verify one version, then load it: its compiled ONNX form when it has
+        one (and ``compiled``), else the joblib pipeline.
+
+        Verified first: the metadata's signature (with a signing key), and model.joblib's
+        sha256/signature even when the ONNX form is served — a version whose source of
+        truth was tampered with is refused as a whole.
+        """
         metadata = self.metadata(version)
+        verify_metadata(metadata, self._signing_key)
         onnx = metadata.get("onnx")
         if compiled and onnx:
+            verify_artifact(self.download_file(version, "model.joblib"), metadata, self._signing_key)
             data = self.download_file(version, onnx["file"])
             verify_bytes(data, onnx.get("sha256"), onnx.get("signature"), self._signing_key,
                          f"model {version} ({onnx['file']})")
@@ -105,7 +122,9 @@ class ModelStore:
 
     def load_pipeline(self, version: str, metadata: dict[str, Any] | None = None) -> Any:
         """The verified, unpickled joblib pipeline of one version (the source of truth)."""
-        metadata = metadata or self.metadata(version)
+        if metadata is None:
+            metadata = self.metadata(version)
+            verify_metadata(metadata, self._signing_key)
         return load_pipeline(self.download_file(version, "model.joblib"), metadata, self._signing_key)
 
     # --- the promoted pointer ---------------------------------------------------------

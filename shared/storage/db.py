@@ -213,11 +213,14 @@ def create_db_engine(url: str) -> Engine:
         # so connections are reused instead of opened and closed per call.
         in_memory = parsed.database in (None, "", ":memory:")
         pool = {} if in_memory else {"pool_size": 32, "max_overflow": 32}
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                                  hide_parameters=True, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         _sqlite_write_locks[engine] = threading.Lock()
         return engine
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    # hide_parameters: a failing statement's error (which the host logs) must not carry
+    # customer data or amounts.
+    options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if backend == "mssql":
         # pyodbc is imported here only, by the dialect: the SQLite default never needs unixODBC.
         options["fast_executemany"] = True

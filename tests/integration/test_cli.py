@@ -82,3 +82,20 @@ def test_db_check_on_an_unreachable_sql_server_fails_clearly_without_leaking_the
     assert status["reachable"] is False and status["dialect"] == "mssql" and status["driver"] == "pyodbc"
     assert status["error"]  # e.g. the ODBC driver is missing or the server refused
     assert "Sup3rSecret" not in result.stdout + result.stderr
+
+
+def test_poison_messages_can_be_listed_and_requeued(app_env, capsys):
+    from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+    from tests.support.app import drain_queue
+
+    poison = QueueClient.from_connection_string(app_env.settings.storage_connection, app_env.settings.poison_queue,
+                                                message_encode_policy=TextBase64EncodePolicy())
+    poison.send_message('{"transaction_id": "x"}')
+    assert cli(["poison", "list"]) == 0
+    assert "0 valid item(s)" in capsys.readouterr().out
+    assert cli(["poison", "requeue"]) == 0
+    assert "moved 1 message(s)" in capsys.readouterr().out
+    [message] = drain_queue(app_env)
+    assert json.loads(message.get_body()) == {"transaction_id": "x"}
+    assert list(poison.peek_messages()) == []

@@ -50,3 +50,11 @@ def test_bad_label_batches_are_400_naming_items(app_env):
 def test_predictions_never_count_as_labels(app_env):
     persist("tx-b")  # predicted fraud, but no true label yet
     assert db.count_labeled_transactions(app_env.engine) == 0
+
+
+def test_database_down_is_503_with_retry_after_not_500(app_env, monkeypatch, tmp_path):
+    monkeypatch.setattr(app_env, "engine", db.create_db_engine(f"sqlite:///{tmp_path}/missing/dir/x.db"))
+    response = label_function.main(http_request({"labels": [{"transaction_id": "t", "is_fraud": True}]},
+                                                url="/api/labels"))
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert "retry" in json.loads(response.get_body())["message"]

@@ -21,6 +21,11 @@ def fields(exc: ValidationError) -> set[str]:
     return {e.field for e in exc.errors}
 
 
+def test_free_text_ids_accept_any_printable_unicode():
+    tx = validate_transaction({**VALID, "customer_id": "Zoë Ünal #7", "terminal_id": "東京-01 🏪"}, now=NOW)
+    assert tx.customer_id == "Zoë Ünal #7" and tx.terminal_id == "東京-01 🏪"
+
+
 def test_valid_transaction_is_normalised_to_utc():
     tx = validate_transaction(VALID, now=NOW)
     assert tx.timestamp == datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
@@ -50,6 +55,14 @@ def test_missing_id_and_timestamp_are_assigned():
     ({"timestamp": "2099-01-01T00:00:00Z"}, "timestamp"),
     ({"timestamp": 1700000000}, "timestamp"),
     ({"extra": 1}, "extra"),
+    # Found by fuzzing: each once answered 200 (or 500) instead of 400.
+    ({"transaction_id": "abc\n"}, "transaction_id"),
+    ({"customer_id": "C\n"}, "customer_id"),
+    ({"customer_id": "C\x00"}, "customer_id"),
+    ({"terminal_id": "T\x85"}, "terminal_id"),
+    ({"customer_id": "C\ud800"}, "customer_id"),
+    ({"timestamp": "9999-12-31T23:59:59-14:00"}, "timestamp"),
+    ({"timestamp": "0001-01-01T00:00:00+14:00"}, "timestamp"),
 ])
 def test_each_bad_field_is_named(change, field):
     with pytest.raises(ValidationError) as info:
