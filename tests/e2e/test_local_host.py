@@ -36,6 +36,7 @@ from shared.cli import main as cli
 from shared.client import transaction_payload
 from shared.simulator import simulate_for_volume
 from shared.storage import db
+from tests.support.waiting import wait_for
 
 APP_ROOT = Path(__file__).resolve().parents[2]
 FUNCTION_FOLDERS = ("label_function", "persist_function", "predict_function", "retrain_function")
@@ -43,18 +44,6 @@ PERSIST_MALFORMED_LOG = "message %s (attempt %s) is malformed: %s"  # persist_fu
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
-    """Poll ``condition`` until it returns something truthy; fail saying ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"within {timeout:g}s: {what}")
-        time.sleep(interval)
-
 
 def app_settings(azurite, tmp_path: Path, **overrides: str) -> dict[str, str]:
     suffix = uuid.uuid4().hex[:10]

@@ -5,7 +5,6 @@ The online feature query must give exactly the offline definition on a persisted
 import threading
 from datetime import datetime, timezone
 
-import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -41,24 +40,28 @@ def scored(i: int, customer: str = "C") -> ScoredTransaction:
     return ScoredTransaction(Transaction(f"tx-{i}", when, customer, "T", float(i)), 0.5, False, "v", when)
 
 
-def test_concurrent_redeliveries_store_each_transaction_once(engine):
-    """Eight workers persist the same 100 transactions at once: 100 rows, no errors."""
-    errors = []
-    inserted = []
+def persist_concurrently(engine, workers: int, transactions: int) -> tuple[int, list[Exception]]:
+    """``workers`` threads each persist the same transactions at once: (new rows, errors)."""
+    errors: list[Exception] = []
+    inserted: list[int] = []
 
     def worker():
         try:
-            inserted.append(sum(db.insert_scored_transaction(engine, scored(i)) for i in range(100)))
-        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            inserted.append(sum(db.insert_scored_transaction(engine, scored(i)) for i in range(transactions)))
+        except Exception as exc:  # pragma: no cover - the caller's assertion reports it
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
-    assert sum(inserted) == 100
+    return sum(inserted), errors
+
+
+def test_concurrent_redeliveries_store_each_transaction_once(engine):
+    """Eight workers persist the same 100 transactions at once: 100 rows, no errors."""
+    assert persist_concurrently(engine, workers=8, transactions=100) == (100, [])
     assert db.table_counts(engine)["transactions"] == 100
 
 
@@ -88,7 +91,6 @@ def test_training_runs_round_trip(engine):
 
 def test_online_features_equal_offline_features_on_a_persisted_history(engine):
     """Parity: for persisted transactions, the SQL path gives the pandas path's values."""
-    from shared.app import Services  # noqa: F401  (import check only)
     history = simulate_for_volume(6000, seed=3, n_days=45, start_date="2026-08-01")
     rows = [{
         "transaction_id": r.transaction_id, "timestamp": r.timestamp.to_pydatetime().replace(tzinfo=None),
@@ -122,20 +124,7 @@ def without_on_conflict(monkeypatch):
 
 
 def test_sqlserver_write_path_is_idempotent_under_concurrency(engine, without_on_conflict):
-    errors, inserted = [], []
-
-    def worker():
-        try:
-            inserted.append(sum(db.insert_scored_transaction(engine, scored(i)) for i in range(60)))
-        except Exception as exc:  # pragma: no cover - reported by the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == [] and sum(inserted) == 60
+    assert persist_concurrently(engine, workers=6, transactions=60) == (60, [])
     assert db.table_counts(engine)["transactions"] == 60
 
 

@@ -3,7 +3,6 @@ import dataclasses
 import json
 
 import pytest
-import sqlalchemy as sa
 from azure.functions.timer import TimerRequest
 
 import retrain_function

@@ -2,7 +2,6 @@
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.dialects import mssql
 from sqlalchemy.schema import CreateIndex, CreateTable
 

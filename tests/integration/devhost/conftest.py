@@ -6,12 +6,13 @@ in this process, like the Python worker does, so each app needs its own names.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.waiting import wait_for  # noqa: F401  (the devhost tests import it from here)
 
 ECHO = '''
 import json
@@ -135,15 +136,3 @@ def http_app(tmp_path) -> ThrowawayApp:
 @pytest.fixture
 def full_app(tmp_path) -> ThrowawayApp:
     return build_app(tmp_path)
-
-
-def wait_for(condition, timeout: float = 15.0, interval: float = 0.05):
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
