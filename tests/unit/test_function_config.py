@@ -19,7 +19,7 @@ def load(path: Path):
 
 
 def validator(name: str) -> Draft7Validator:
-    return Draft7Validator(load(SCHEMAS / f"{name}.json"))
+    return Draft7Validator(load(SCHEMAS / f"{name}.schema.json"))
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
