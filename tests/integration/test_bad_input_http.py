@@ -146,16 +146,20 @@ PREDICT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("body,content_type,status,expected", [case[1:] for case in PREDICT_CASES],
-                         ids=[case[0] for case in PREDICT_CASES])
-def test_predict_refuses_bad_input_naming_the_field(served, body, content_type, status, expected):
-    host, _ = served
-    response = post(host, "/api/predict", body, content_type)
+def assert_refused(response, status: int, expected: dict[str, str]) -> None:
+    """The status, and for each field its problem named with the expected words."""
     assert response.status_code == status, response.text[:300]
     found = problems(response)
     for field, words in expected.items():
         assert field in found, (field, found)
         assert words.lower() in found[field].lower(), (field, found[field])
+
+
+@pytest.mark.parametrize("body,content_type,status,expected", [case[1:] for case in PREDICT_CASES],
+                         ids=[case[0] for case in PREDICT_CASES])
+def test_predict_refuses_bad_input_naming_the_field(served, body, content_type, status, expected):
+    host, _ = served
+    assert_refused(post(host, "/api/predict", body, content_type), status, expected)
 
 
 def label_body(items) -> bytes:
@@ -204,12 +208,7 @@ LABEL_CASES = [
                          ids=[case[0] for case in LABEL_CASES])
 def test_labels_refuses_bad_input_naming_the_field(served, body, content_type, status, expected):
     host, _ = served
-    response = post(host, "/api/labels", body, content_type)
-    assert response.status_code == status, response.text[:300]
-    found = problems(response)
-    for field, words in expected.items():
-        assert field in found, (field, found)
-        assert words.lower() in found[field].lower(), (field, found[field])
+    assert_refused(post(host, "/api/labels", body, content_type), status, expected)
 
 
 def test_good_requests_still_served_and_refused_ones_never_stored(served):

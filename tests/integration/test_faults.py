@@ -125,20 +125,13 @@ def test_database_unreachable_predict_answers_quickly_degraded_and_queues(azurit
     from azure.storage.queue import QueueClient
 
     from devhost import FunctionHost
-    from shared.app import get_services, reset_services
+    from shared.app import reset_services
 
     blackhole = Blackhole() if kind == "silent" else None
     port = blackhole.port if blackhole else _free_port()
-    suffix = uuid.uuid4().hex[:10]
-    for name, value in {"AzureWebJobsStorage": azurite.connection_string, "TRANSACTIONS_QUEUE": f"tx-{suffix}",
-                        "MODEL_CONTAINER": f"models-{suffix}", "SQL_CONNECTION_STRING": "",
-                        "DATABASE_URL": f"postgresql+psycopg://fraud@127.0.0.1:{port}/fraud",
-                        "MODEL_REFRESH_SECONDS": "600", "HISTORY_TIMEOUT_MS": "250", "MODEL_SIGNING_KEY": ""}.items():
-        monkeypatch.setenv(name, value)
-    reset_services()
-    services = get_services()
-    services.store.ensure_container()
-    services.queue.ensure_exists()
+    services = configure_app(monkeypatch, azurite.connection_string,
+                             f"postgresql+psycopg://fraud@127.0.0.1:{port}/fraud", uuid.uuid4().hex[:10],
+                             create_schema=False, MODEL_REFRESH_SECONDS="600", HISTORY_TIMEOUT_MS="250")
     model_factory.publish(services.store)
     # Only predict: the transactions stay on the queue to be looked at.
     host = FunctionHost(ROOT, settings={**HOST_SETTINGS, "AzureWebJobs.persist_function.Disabled": "true"},
@@ -158,7 +151,7 @@ def test_database_unreachable_predict_answers_quickly_degraded_and_queues(azurit
     for status, body, seconds in answers:
         assert status == 200 and body["degraded"] is True, body
         assert seconds < 2.0, f"took {seconds:.2f}s; the history budget is 0.25s"
-    reader = QueueClient.from_connection_string(azurite.connection_string, f"tx-{suffix}")
+    reader = QueueClient.from_connection_string(azurite.connection_string, services.settings.transactions_queue)
     queued = [json.loads(base64.b64decode(m.content)) for m in reader.receive_messages(max_messages=32)]
     assert sorted(m["transaction_id"] for m in queued) == [f"deg-{kind}-{n}" for n in range(3)]
     assert all(m["degraded"] is True for m in queued)

@@ -225,19 +225,7 @@ def with_password(url: str, password: str) -> str:
 
 def configure_storage_only(monkeypatch, storage: str, database_url: str):
     """configure_app for a database that may be down: storage resources only, no schema."""
-    from shared.app import get_services, reset_services
-
-    suffix = uuid.uuid4().hex[:10]
-    for name, value in {"AzureWebJobsStorage": storage, "TRANSACTIONS_QUEUE": f"tx-{suffix}",
-                        "MODEL_CONTAINER": f"models-{suffix}", "DATABASE_URL": database_url,
-                        "SQL_CONNECTION_STRING": "", "MODEL_REFRESH_SECONDS": "0", "MODEL_SIGNING_KEY": ""}.items():
-        monkeypatch.setenv(name, value)
-    reset_services()
-    services = get_services()
-    services.store.ensure_container()
-    services.queue.ensure_exists()
-    services.poison_queue.ensure_exists()
-    return services
+    return configure_app(monkeypatch, storage, database_url, uuid.uuid4().hex[:10], create_schema=False)
 
 
 def test_secrets_stay_out_of_logs_in_normal_operation_and_db_outage(azurite, postgres_url, model_factory,

@@ -19,8 +19,10 @@ from shared.training import TrainingParams
 SMALL_PARAMS = TrainingParams(n_estimators=20, max_depth=8, n_jobs=1)
 
 
-def configure_app(monkeypatch, storage: str, database_url: str, suffix: str, **extra: str) -> Services:
-    """Point the process-wide services at the given storage and database."""
+def configure_app(monkeypatch, storage: str, database_url: str, suffix: str, create_schema: bool = True,
+                  **extra: str) -> Services:
+    """Point the process-wide services at the given storage and database (which may be
+    deliberately unreachable: then pass ``create_schema=False``)."""
     values = {
         "AzureWebJobsStorage": storage,
         "TRANSACTIONS_QUEUE": f"tx-{suffix}",
@@ -37,7 +39,12 @@ def configure_app(monkeypatch, storage: str, database_url: str, suffix: str, **e
         monkeypatch.setenv(key, value)
     reset_services()
     services = get_services()
-    ensure_resources(services)
+    if create_schema:
+        ensure_resources(services)
+    else:
+        services.store.ensure_container()
+        services.queue.ensure_exists()
+        services.poison_queue.ensure_exists()
     return services
 
 
