@@ -62,12 +62,6 @@ def print_table(rows: list[Row], title: str) -> None:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
-def _peak_rss_mb_of_children() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
 def history_start(days: int) -> str:
     """A start date so that a simulated history of ``days`` ends about now."""
     return (datetime.now(timezone.utc) - timedelta(days=days)).date().isoformat()
@@ -98,9 +92,7 @@ class BenchApp:
         ensure_resources(self.services)
         days = 183
         self.history = simulate_for_volume(history_rows, seed=11, n_days=days, start_date=history_start(days))
-        started = time.perf_counter()
         import_history(self.services, self.history)
-        self.import_seconds = time.perf_counter() - started
         env.publish_model(self.services.store)
 
     def sample_requests(self, count: int) -> list[dict[str, Any]]:

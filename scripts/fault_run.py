@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,6 +92,17 @@ def prepare_app(values: dict[str, str], seed: int = 7) -> str:
         return version
     finally:
         services.close()
+
+
+def stop_all(host, postgres, azurite, workdir: Path, keep: bool) -> None:
+    """Stop what a run started (whichever exist) and remove its folder unless kept."""
+    if host is not None:
+        host.stop()
+    if postgres is not None:
+        postgres.stop()
+    azurite.stop()
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class HostProcess:
@@ -558,15 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nRESULT:", "nothing lost, nothing duplicated" if good else "PROBLEMS (see above)")
         return 0 if good else 1
     finally:
-        if host is not None:
-            host.stop()
-        if postgres is not None:
-            postgres.stop()
-        azurite.stop()
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(workdir, ignore_errors=True)
+        stop_all(host, postgres, azurite, workdir, keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ if str(ROOT) not in sys.path:
 
 import requests  # noqa: E402
 
-from scripts.fault_run import (HostProcess, app_settings, prepare_app, queue_depth, stored_counts,  # noqa: E402
-                               transactions, wait_until_settled)
+from scripts.fault_run import (HostProcess, app_settings, prepare_app, queue_depth, stop_all,  # noqa: E402
+                               stored_counts, transactions, wait_until_settled)
 
 MAX_REQUESTS = 100_000
 
@@ -187,15 +187,7 @@ def main(argv=None) -> int:
             print(f"logs kept in {workdir}")
         return 0 if good else 1
     finally:
-        if host is not None:
-            host.stop()
-        if postgres is not None:
-            postgres.stop()
-        azurite.stop()
-        if not keep:
-            import shutil
-
-            shutil.rmtree(workdir, ignore_errors=True)
+        stop_all(host, postgres, azurite, workdir, keep=keep)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import platform
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -147,8 +147,3 @@ class LoadedModel:
 
 def pipeline_scorer(pipeline: Any) -> Callable[[np.ndarray], np.ndarray]:
     return lambda rows: pipeline.predict_proba(rows)[:, 1]
-
-
-def feature_matrix(frame: Any, names: Sequence[str]) -> np.ndarray:
-    """The columns a model expects, in its order, as float64."""
-    return frame[list(names)].to_numpy(dtype=np.float64)

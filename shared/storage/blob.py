@@ -80,9 +80,6 @@ class ModelStore:
         self.container.upload_blob(prefix + "metadata.json", json.dumps(metadata, indent=2, sort_keys=True),
                                    overwrite=False)
 
-    def upload_file(self, version: str, name: str, data: bytes) -> None:
-        self.container.upload_blob(_version_prefix(version) + name, data, overwrite=True)
-
     def download_file(self, version: str, name: str) -> bytes:
         return self.container.download_blob(_version_prefix(version) + name).readall()
 

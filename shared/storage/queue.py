@@ -48,11 +48,8 @@ class TransactionQueue:
         except ResourceExistsError:
             pass
 
-    def send(self, message: dict[str, Any]) -> str:
-        """Enqueue one message; return its id. Raises :class:`EnqueueFailed` on any failure."""
-        return self.send_text(json.dumps(message, separators=(",", ":")))
-
     def send_text(self, text: str) -> str:
+        """Enqueue one serialised message; return its id. Raises :class:`EnqueueFailed` on any failure."""
         try:
             return self.client.send_message(text).id
         except Exception as exc:  # any transport or service error means "not enqueued"
