@@ -54,7 +54,7 @@ def section_inference(env: Environment, rows: list[Row], repeats: int) -> None:
 
 def section_predict_in_process(env: Environment, rows: list[Row], history_rows: int, repeats: int) -> None:
     import predict_function
-    from tests.support.app import http_request
+    from harness.app import http_request
 
     app = env.app(history_rows=history_rows)
     requests_ = app.sample_requests(repeats)

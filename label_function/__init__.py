@@ -1,24 +1,17 @@
-"""POST /api/labels: record true outcomes (chargebacks, investigations) for transactions."""
-import logging
+"""POST /api/labels: record true outcomes (chargebacks, investigations) for transactions.
 
+Its function keys are the label sources' authority, separate from predict's keys."""
 import azure.functions as func
-from sqlalchemy.exc import DBAPIError
 
-from shared.app import get_services
-from shared.http import json_response, unavailable_response, validation_response
-from shared.schema import MAX_LABEL_REQUEST_BYTES, ValidationError, parse_json_body, validate_labels
-from shared.services import record_labels
+from shared.http import json_response, key_fingerprint, respond
+from shared.schema import MAX_LABEL_REQUEST_BYTES, parse_json_body, validate_labels
+from shared.wiring import get_wiring
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:
-    try:
+    def handle() -> func.HttpResponse:
         body = parse_json_body(req.get_body(), req.headers.get("content-type"), max_bytes=MAX_LABEL_REQUEST_BYTES)
-        labels = validate_labels(body)
-    except ValidationError as exc:
-        return validation_response(exc)
-    try:
-        result = record_labels(get_services(), labels)
-    except DBAPIError as exc:
-        logging.error("labels not stored: database error %s", type(exc.orig).__name__)
-        return unavailable_response("the labels could not be stored; retry the same batch")
-    return json_response({"received": result.received, "stored": result.stored})
+        result = get_wiring().labeling.record(validate_labels(body), key_id=key_fingerprint(req))
+        return json_response({"received": result.received, "stored": result.stored})
+
+    return respond(handle)

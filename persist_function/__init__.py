@@ -7,13 +7,13 @@ import logging
 
 import azure.functions as func
 
-from shared.app import get_services
-from shared.services import MalformedMessage, persist_message
+from shared.usecases.persisting import MalformedMessage
+from shared.wiring import get_wiring
 
 
 def main(msg: func.QueueMessage) -> None:
     try:
-        persist_message(get_services(), msg.get_body())
+        get_wiring().persisting.persist(msg.get_body())
     except MalformedMessage as exc:
         logging.error("message %s (attempt %s) is malformed: %s", msg.id, msg.dequeue_count, exc)
         raise

@@ -3,13 +3,11 @@ import logging
 
 import azure.functions as func
 
-from shared.app import get_services
-from shared.reporting import build_report
-from shared.retraining import run_retraining
+from shared.wiring import get_wiring
 
 
 def main(timer: func.TimerRequest) -> None:
     if timer.past_due:
         logging.info("retrain timer is past due; running now")
-    run = run_retraining(get_services(), trigger="timer", report_builder=build_report)
+    run = get_wiring().retraining.run(trigger="timer")
     logging.info("retrain: %s, %s", run.status, run.reason)

@@ -174,7 +174,7 @@ class HostProcess:
 # --- PostgreSQL outage ----------------------------------------------------------------------------
 
 class PostgresSwitch:
-    """Stop and start a throw-away cluster (tests.support.services.Postgres) in place:
+    """Stop and start a throw-away cluster (harness.servers.Postgres) in place:
     clients get "connection refused" while it is down; data and port are kept."""
 
     def __init__(self, server):
@@ -514,7 +514,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from devhost.azurite import Azurite, free_port
-    from tests.support.services import start_postgres
+    from harness.servers import start_postgres
 
     workdir = Path(tempfile.mkdtemp(prefix="fault-run-"))
     azurite = Azurite(blob_port=free_port(), queue_port=free_port(), workdir=workdir / "azurite").start()

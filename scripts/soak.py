@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     keep = False
     try:
         if args.db == "postgres":
-            from tests.support.services import start_postgres
+            from harness.servers import start_postgres
 
             postgres = start_postgres()
             database_url = postgres.url

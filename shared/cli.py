@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from .app import Services, get_services
+from .wiring import Wiring, get_wiring
 
 log = logging.getLogger("shared.cli")
 
@@ -23,36 +23,33 @@ def _print(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def ensure_resources(services: Services) -> None:
+def ensure_resources(wiring: Wiring) -> None:
     """Tables, the model container and the queues (idempotent)."""
-    from .storage import db
+    from .storage.schema import create_schema
 
-    db.create_schema(services.engine)
-    services.store.ensure_container()
-    services.queue.ensure_exists()
-    services.poison_queue.ensure_exists()
+    create_schema(wiring.engine)
+    wiring.store.ensure_container()
+    wiring.queue.ensure_exists()
+    wiring.poison_queue.ensure_exists()
 
 
-def cmd_init(services: Services, args: argparse.Namespace) -> int:
-    from .reporting import build_report
-    from .retraining import run_retraining
-    from .services import import_history
+def cmd_init(wiring: Wiring, args: argparse.Namespace) -> int:
+    from .operations import import_history
     from .simulator import simulate_for_volume
-    from .storage import db
 
-    ensure_resources(services)
+    ensure_resources(wiring)
     print("tables, container and queues are ready")
-    current = services.store.current_version()
+    current = wiring.store.current_version()
     if current:
         print(f"model {current} is promoted: nothing more to do")
         return 0
-    if db.count_labeled_transactions(services.engine) < services.settings.min_training_rows:
+    if wiring.labels.labeled_count() < wiring.settings.min_training_rows:
         start = (datetime.now(timezone.utc) - timedelta(days=INIT_HISTORY_DAYS + 1)).date().isoformat()
         history = simulate_for_volume(args.history, seed=args.seed, n_days=INIT_HISTORY_DAYS, start_date=start)
-        added, labeled = import_history(services, history)
+        added, labeled = import_history(wiring, history)
         print(f"simulated history: {added} transactions, {labeled} labels, "
               f"fraud rate {history['label'].mean():.2%}")
-    run = run_retraining(services, trigger="init", force=True, report_builder=build_report)
+    run = wiring.retraining.run(trigger="init", force=True)
     print(f"first training run: {run.status} — {run.reason}")
     if run.status != "promoted":
         print("no model was promoted; see `python -m shared.cli runs`", file=sys.stderr)
@@ -74,7 +71,7 @@ def _new_transactions(count: int, seed: int):
     return frame
 
 
-def cmd_simulate(services: Services, args: argparse.Namespace) -> int:
+def cmd_simulate(wiring: Wiring, args: argparse.Namespace) -> int:
     from .simulator import SimulationConfig, simulate_for_volume, simulate_transactions, write_csv
 
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
@@ -94,56 +91,52 @@ def cmd_simulate(services: Services, args: argparse.Namespace) -> int:
 
         summary = post_transactions(args.url, frame, key=args.key)
     else:
-        from .services import enqueue_labeled
+        from .operations import enqueue_labeled
 
-        summary = enqueue_labeled(services, frame)
+        summary = enqueue_labeled(wiring, frame)
     summary["seed"] = seed
     _print(summary)
     return 0 if summary.get("failed", 0) == 0 else 1
 
 
-def cmd_import(services: Services, args: argparse.Namespace) -> int:
-    from .services import import_history, read_transactions_csv
-    from .storage import db
+def cmd_import(wiring: Wiring, args: argparse.Namespace) -> int:
+    from .operations import import_history, read_transactions_csv
+    from .storage.schema import create_schema
 
-    db.create_schema(services.engine)
+    create_schema(wiring.engine)
     started = time.perf_counter()
     frame = read_transactions_csv(args.file)
-    added, labeled = import_history(services, frame)
+    added, labeled = import_history(wiring, frame)
     elapsed = time.perf_counter() - started
     print(f"imported {added} new transactions ({len(frame) - added} already present) and {labeled} labels "
           f"in {elapsed:.1f}s ({len(frame) / max(elapsed, 1e-9):,.0f} rows/s)")
     return 0
 
 
-def cmd_retrain(services: Services, args: argparse.Namespace) -> int:
-    from .reporting import build_report
-    from .retraining import run_retraining
-
-    run = run_retraining(services, trigger="cli", force=args.force, report_builder=build_report)
+def cmd_retrain(wiring: Wiring, args: argparse.Namespace) -> int:
+    run = wiring.retraining.run(trigger="cli", force=args.force)
     _print({"status": run.status, "reason": run.reason, "model_version": run.model_version,
             "labeled_count": run.labeled_count, "new_labels": run.new_labels, "metrics": run.metrics,
-            "champion_version": run.champion_version, "champion_metrics": run.champion_metrics})
+            "champion_version": run.champion_version, "champion_metrics": run.champion_metrics,
+            "details": run.details})
     return 1 if run.status == "failed" else 0
 
 
-def cmd_runs(services: Services, args: argparse.Namespace) -> int:
-    from .storage import db
-
-    _print(db.list_training_runs(services.engine, limit=args.limit))
+def cmd_runs(wiring: Wiring, args: argparse.Namespace) -> int:
+    _print(wiring.runs.recent(limit=args.limit))
     return 0
 
 
-def cmd_db_check(services: Services, args: argparse.Namespace) -> int:
-    from .services import database_status
+def cmd_db_check(wiring: Wiring, args: argparse.Namespace) -> int:
+    from .operations import database_status
 
-    status = database_status(services)
+    status = database_status(wiring)
     _print(status)
     return 0 if status["reachable"] else 2
 
 
-def cmd_models(services: Services, args: argparse.Namespace) -> int:
-    store = services.store
+def cmd_models(wiring: Wiring, args: argparse.Namespace) -> int:
+    store = wiring.store
     if args.action == "list":
         current = store.current_version()
         for meta in store.list_versions():
@@ -178,14 +171,14 @@ def cmd_models(services: Services, args: argparse.Namespace) -> int:
     raise ValueError(args.action)
 
 
-def cmd_poison(services: Services, args: argparse.Namespace) -> int:
+def cmd_poison(wiring: Wiring, args: argparse.Namespace) -> int:
     """Inspect the poison queue, or move its messages back for another try (after a fix)."""
-    from .services import MalformedMessage, decode_message
+    from .usecases.persisting import MalformedMessage, decode_message
     from .storage.clients import queue_client
 
-    settings = services.settings
+    settings = wiring.settings
     if args.action == "list":
-        for message in services.poison_queue.client.peek_messages(max_messages=32):
+        for message in wiring.poison_queue.client.peek_messages(max_messages=32):
             try:
                 items, problems = decode_message(message.content)
             except MalformedMessage as exc:
@@ -206,13 +199,51 @@ def cmd_poison(services: Services, args: argparse.Namespace) -> int:
             target.send_message(message.content)
             poison.delete_message(message)
             moved += 1
-    print(f"moved {moved} message(s) from {services.settings.poison_queue} back to "
-          f"{services.settings.transactions_queue}")
+    print(f"moved {moved} message(s) from {wiring.settings.poison_queue} back to "
+          f"{wiring.settings.transactions_queue}")
     return 0
 
 
-def cmd_backtest(services: Services, args: argparse.Namespace) -> int:
-    from .backtest import main as backtest_main
+def cmd_labels(wiring: Wiring, args: argparse.Namespace) -> int:
+    """Labels by source: what was received, and revoking a source, key or time range."""
+    from .storage.labels import LabelFilter
+
+    which = LabelFilter(source=args.source, key_id=args.key_id, since=args.since, until=args.until)
+    if args.action == "summary":
+        _print(wiring.labels.summary(which))
+    elif args.action == "list":
+        _print(wiring.labels.events(which, limit=args.limit))
+    elif args.action == "revoke":
+        revoked = wiring.labels.revoke(which)
+        print(f"revoked {revoked} label(s); the transactions they labeled fall back to their earlier labels")
+    elif args.action == "expire":
+        before = datetime.now(timezone.utc) - timedelta(days=wiring.settings.label_orphan_days)
+        print(f"deleted {wiring.labels.expire_orphans(before)} label(s) for transactions never stored")
+    return 0
+
+
+def cmd_rebuild(wiring: Wiring, args: argparse.Namespace) -> int:
+    """Recompute the feature buckets from the stored transactions and labels."""
+    from .storage.aggregates import rebuild_buckets
+    from .storage.engines import write_turn
+
+    with write_turn(wiring.engine), wiring.engine.begin() as conn:
+        rebuild_buckets(conn)
+    print("feature buckets rebuilt from the stored transactions and labels")
+    return 0
+
+
+def _timestamp(text: str) -> datetime:
+    from .schema import parse_timestamp
+
+    try:
+        return parse_timestamp(text if ("+" in text[10:] or text.endswith("Z")) else text + "+00:00")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def cmd_backtest(wiring: Wiring, args: argparse.Namespace) -> int:
+    from .backtest_cli import main as backtest_main
 
     return backtest_main(args)
 
@@ -268,8 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
     poison.add_argument("action", choices=["list", "requeue"])
     poison.set_defaults(handler=cmd_poison)
 
+    labels = commands.add_parser("labels", help="labels by source: summary, list, revoke, expire orphans")
+    labels.add_argument("action", choices=["summary", "list", "revoke", "expire"])
+    labels.add_argument("--source", help="only labels from this source (e.g. chargebacks)")
+    labels.add_argument("--key-id", help="only labels sent with this key (its fingerprint, see summary)")
+    labels.add_argument("--since", type=_timestamp, help="received at or after (ISO-8601, UTC if no offset)")
+    labels.add_argument("--until", type=_timestamp, help="received before (ISO-8601, UTC if no offset)")
+    labels.add_argument("--limit", type=int, default=100)
+    labels.set_defaults(handler=cmd_labels)
+
+    rebuild = commands.add_parser("rebuild-aggregates", help="recompute the feature buckets from stored rows")
+    rebuild.set_defaults(handler=cmd_rebuild)
+
     backtest = commands.add_parser("backtest", help="ULB-handbook style out-of-time backtest on a CSV")
-    from .backtest import add_arguments
+    from .backtest_cli import add_arguments
 
     add_arguments(backtest)
     backtest.set_defaults(handler=cmd_backtest)
@@ -281,8 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        # Services connect lazily: commands that need no storage never touch it.
-        return args.handler(get_services(), args)
+        # Wiring connect lazily: commands that need no storage never touch it.
+        return args.handler(get_wiring(), args)
     except KeyboardInterrupt:
         return 130
 

@@ -5,8 +5,10 @@ On Azure these are the Function App's application settings; locally Core Tools
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Mapping
 
 # Azurite's well-known development connection string (public, documented by Microsoft).
@@ -31,14 +33,18 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, low: float = -math.inf,
+           high: float = math.inf) -> float:
     raw = env.get(name, "")
     if raw.strip() == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise ConfigurationError(f"setting {name} must be a number, got {raw!r}") from exc
+    if not low <= value <= high:
+        raise ConfigurationError(f"setting {name} must be between {low} and {high}, got {value}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -57,11 +63,25 @@ class Settings:
     retrain_threshold: int = 1000
     retrain_schedule: str = "0 0 */6 * * *"
     model_refresh_seconds: int = 60
-    promotion_tolerance: float = 0.005
+    promotion_tolerance: float = 0.01
     threshold_rule: str = "max_f1"
     model_signing_key: str = field(default="", repr=False)
     min_training_rows: int = 200
     history_timeout_ms: int = 250
+    predict_max_age_hours: int = 24
+    # Training: a bounded sample of the recent labeled population (issue: scale).
+    training_window_days: int = 90
+    training_max_rows: int = 400_000
+    unlabeled_as_genuine_after_days: int = 0
+    training_database_url: str = field(default="", repr=False)
+    training_sql_connection_string: str = field(default="", repr=False)
+    # The champion/challenger gate.
+    gate_min_frauds: int = 30
+    gate_confidence: float = 0.9
+    guard_tolerance: float = 0.02
+    label_maturity_days: int = 14
+    guard_max_rows: int = 20_000
+    label_orphan_days: int = 7
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -82,12 +102,29 @@ class Settings:
             retrain_threshold=_int(env, "RETRAIN_THRESHOLD", 1000, minimum=1),
             retrain_schedule=env.get("RETRAIN_SCHEDULE", "").strip() or "0 0 */6 * * *",
             model_refresh_seconds=_int(env, "MODEL_REFRESH_SECONDS", 60),
-            promotion_tolerance=_float(env, "PROMOTION_TOLERANCE", 0.005),
+            promotion_tolerance=_float(env, "PROMOTION_TOLERANCE", 0.01, low=0.0, high=1.0),
             threshold_rule=env.get("THRESHOLD_RULE", "").strip() or "max_f1",
             model_signing_key=env.get("MODEL_SIGNING_KEY", ""),
             min_training_rows=_int(env, "MIN_TRAINING_ROWS", 200, minimum=10),
             history_timeout_ms=_int(env, "HISTORY_TIMEOUT_MS", 250, minimum=1),
+            predict_max_age_hours=_int(env, "PREDICT_MAX_AGE_HOURS", 24, minimum=1),
+            training_window_days=_int(env, "TRAINING_WINDOW_DAYS", 90, minimum=1),
+            training_max_rows=_int(env, "TRAINING_MAX_ROWS", 400_000, minimum=1000),
+            unlabeled_as_genuine_after_days=_int(env, "UNLABELED_AS_GENUINE_AFTER_DAYS", 0),
+            training_database_url=env.get("TRAINING_DATABASE_URL", "").strip(),
+            training_sql_connection_string=env.get("TRAINING_SQL_CONNECTION_STRING", "").strip(),
+            gate_min_frauds=_int(env, "GATE_MIN_FRAUDS", 30, minimum=1),
+            gate_confidence=_float(env, "GATE_CONFIDENCE", 0.9, low=0.5, high=0.999),
+            guard_tolerance=_float(env, "GUARD_TOLERANCE", 0.02, low=0.0, high=1.0),
+            label_maturity_days=_int(env, "LABEL_MATURITY_DAYS", 14),
+            guard_max_rows=_int(env, "GUARD_MAX_ROWS", 20_000, minimum=100),
+            label_orphan_days=_int(env, "LABEL_ORPHAN_DAYS", 7, minimum=1),
         )
+
+    @property
+    def predict_max_age(self) -> "timedelta":
+        """How old a transaction's timestamp may be when it is scored."""
+        return timedelta(hours=self.predict_max_age_hours)
 
     @property
     def poison_queue(self) -> str:

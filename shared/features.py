@@ -1,22 +1,39 @@
-"""Feature definitions, computed offline (a DataFrame of history) and online (one
-incoming transaction against the history stored in the database).
+"""Feature definitions: one definition, computed three ways.
 
-Both paths reduce the history to the same window aggregates (counts, amount sums,
-fraud counts) and then call the same :func:`finalize` to turn aggregates into
-features, so a feature is defined once. The windows follow the ULB handbook:
+* **offline** (:func:`compute_features`): a DataFrame of history, for CSV backtests;
+* **online** (:mod:`shared.storage.history`): one incoming transaction against the
+  database, in one bounded SQL statement;
+* **batch** (:mod:`shared.storage.training_data`): set-based SQL over chunks of stored
+  training rows.
 
-* customer windows of n days ending at the transaction, including it: (t - n, t];
-* terminal windows of n days shifted back by the label delay d: (t - d - n, t - d],
-  because whether a recent terminal transaction was fraud is not known yet.
+All three reduce the history to the same named window *aggregates*
+(:meth:`FeatureSpec.aggregates`) and call the same :func:`finalize`, so a feature is
+defined once and parity tests compare the three paths.
 
-"Earlier" means earlier in (timestamp, transaction_id) order, so ties are broken the
-same way in pandas and in SQL. Hours and weekdays are taken in UTC.
+**Windows are made of time buckets** so that a lookup reads a bounded number of rows
+whatever one card's or one merchant's volume. The database keeps per-bucket aggregates
+(``customer_buckets``: one row per card and UTC hour; ``terminal_buckets``: one row per
+terminal and UTC day), maintained when a transaction is stored and when a label changes.
+A window is a range of whole buckets counted back from the transaction's own bucket b:
+
+* customer window of n days: the 24·n whole hours before the transaction's hour, plus the
+  card's transactions earlier in that same hour — buckets [b − 24n, b], the current one
+  only up to the transaction. Between 24·n and 24·n + 1 hours long.
+* terminal window of n days with label delay d: the n whole UTC days
+  [B − d − n, B − d − 1] before the transaction's day B (labels of the last d days are
+  not known yet). Never includes the current day, so a terminal is read from its day
+  buckets only.
+* customer habit window (when enabled): the hours [b − 24·long, b − 24·recent − 1], which
+  leave out the most recent days so an ongoing takeover does not inflate the baseline.
+
+"Earlier" means earlier in (timestamp, transaction_id) order, so ties are broken alike in
+pandas and SQL. Hours, days and weekdays are UTC.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -24,15 +41,54 @@ if TYPE_CHECKING:  # pandas is for the offline path only: keep it out of predict
     import pandas as pd
 
 NIGHT_LAST_HOUR = 6  # hour <= 6 is night
+HOURS_PER_DAY = 24
+# Names the bucket layout the definitions above assume; a model records it with its spec.
+BUCKETS = "customer-hour/terminal-day"
+
+CUSTOMER, TERMINAL = "customer", "terminal"
+# Additive measures can be summed over buckets; "max" takes the largest bucket value;
+# "last_fraud_day"/"first_fraud_day" are the newest/oldest day bucket holding a known fraud.
+CUSTOMER_MEASURES = ("count", "sum", "sumsq", "max")
+TERMINAL_MEASURES = ("count", "frauds", "last_fraud_day", "first_fraud_day")
+ADDITIVE = {"count", "sum", "sumsq", "frauds"}
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One window aggregate: ``measure`` of the ``entity``'s rows in buckets
+    [b - start, b - end] (``end == 0``: the current bucket, only up to the transaction)."""
+
+    name: str
+    entity: str
+    measure: str
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        measures = CUSTOMER_MEASURES if self.entity == CUSTOMER else TERMINAL_MEASURES
+        if self.entity not in (CUSTOMER, TERMINAL) or self.measure not in measures:
+            raise ValueError(f"unknown aggregate {self.entity}/{self.measure}")
+        if not 0 <= self.end <= self.start or (self.entity == TERMINAL and self.end < 1):
+            raise ValueError(f"aggregate {self.name}: bad bucket range [{self.start}, {self.end}]")
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Which windows to compute. The defaults are the handbook's."""
+    """Which features to compute. A published model stores its spec (:meth:`to_dict`) and
+    serving computes exactly those features for it (:meth:`from_dict`)."""
 
     customer_windows: tuple[int, ...] = (1, 7, 30)
     terminal_windows: tuple[int, ...] = (1, 7, 30)
     delay_days: int = 7
+    buckets: str = field(default=BUCKETS)
+
+    def __post_init__(self) -> None:
+        if not self.customer_windows or min(self.customer_windows) < 1:
+            raise ValueError("customer_windows needs at least one window of >= 1 day")
+        if not self.terminal_windows or min(self.terminal_windows) < 1 or self.delay_days < 0:
+            raise ValueError("terminal_windows needs windows of >= 1 day and delay_days >= 0")
+
+    # --- what is computed ---------------------------------------------------------------
 
     @property
     def names(self) -> list[str]:
@@ -44,10 +100,44 @@ class FeatureSpec:
             names += [f"terminal_nb_tx_{n}d", f"terminal_risk_{n}d"]
         return names
 
+    def aggregates(self) -> list[Aggregate]:
+        """The window aggregates :func:`finalize` needs, in a stable order."""
+        result: list[Aggregate] = []
+        for n in self.customer_windows:
+            result += [customer_aggregate("count", n), customer_aggregate("sum", n)]
+        for n in self.terminal_windows:
+            result += [terminal_aggregate("count", n, self.delay_days), terminal_aggregate("frauds", n, self.delay_days)]
+        return result
+
     @property
     def history_days(self) -> int:
-        """How far back the online path must read."""
-        return max(max(self.customer_windows), self.delay_days + max(self.terminal_windows))
+        """How many days of history before a transaction its features can read."""
+        days = 0
+        for aggregate in self.aggregates():
+            span = aggregate.start if aggregate.entity == TERMINAL else -(-aggregate.start // HOURS_PER_DAY)
+            days = max(days, span + (1 if aggregate.entity == CUSTOMER else 0))
+        return days
+
+    # --- persistence --------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureSpec":
+        """The spec a model was published with. Unknown keys are refused: a model needing a
+        feature this code does not know cannot be served correctly."""
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"feature spec has settings this code does not know: {unknown}")
+        values = {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
+        # Models published before bucketed windows recorded no layout; they are served with it.
+        values.setdefault("buckets", BUCKETS)
+        if values["buckets"] != BUCKETS:
+            raise ValueError(f"feature spec needs bucket layout {values['buckets']!r}; this code has {BUCKETS!r}")
+        return cls(**values)
 
 
 DEFAULT_SPEC = FeatureSpec()
@@ -56,22 +146,33 @@ FEATURE_NAMES = DEFAULT_SPEC.names
 BASELINE_FEATURES = ["amount", "is_weekend", "is_night"]
 
 
-def customer_aggregate_keys(n: int) -> tuple[str, str]:
-    """Names of the (count, amount sum) aggregates of the n-day customer window."""
-    return f"customer_count_{n}d", f"customer_sum_{n}d"
+def aggregate(entity: str, measure: str, start: int, end: int) -> Aggregate:
+    """The aggregate of ``measure`` over buckets [b - start, b - end]; its name says exactly
+    that, so two specs asking for the same thing share one value."""
+    return Aggregate(f"{entity[0]}_{measure}_{start}_{end}", entity, measure, start, end)
 
 
-def terminal_aggregate_keys(n: int) -> tuple[str, str]:
-    """Names of the (count, fraud count) aggregates of the n-day delayed terminal window."""
-    return f"terminal_count_{n}d", f"terminal_frauds_{n}d"
+def customer_aggregate(measure: str, days: int) -> Aggregate:
+    """``measure`` over the card's n-day window: [b - 24n, b] in hours, up to the transaction."""
+    return aggregate(CUSTOMER, measure, HOURS_PER_DAY * days, 0)
+
+
+def terminal_aggregate(measure: str, days: int, delay_days: int) -> Aggregate:
+    """``measure`` over the terminal's n whole days before the last ``delay_days`` days."""
+    return aggregate(TERMINAL, measure, delay_days + days, delay_days + 1)
+
+
+def union(*specs: "FeatureSpec") -> list[Aggregate]:
+    """Every aggregate any of ``specs`` needs, once."""
+    return list({a.name: a for spec in specs for a in spec.aggregates()}.values())
 
 
 def finalize(aggregates: Mapping[str, np.ndarray], amount: np.ndarray, dayofweek: np.ndarray,
              hour: np.ndarray, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, np.ndarray]:
-    """Turn window aggregates into features; the single definition both paths share.
+    """Turn window aggregates into features; the single definition every path shares.
 
     Customer aggregates exclude the transaction itself (it is added here); terminal
-    aggregates cover the delayed window only.
+    aggregates cover the delayed windows only.
     """
     amount = np.asarray(amount, dtype=np.float64)
     features: dict[str, np.ndarray] = {
@@ -79,11 +180,13 @@ def finalize(aggregates: Mapping[str, np.ndarray], amount: np.ndarray, dayofweek
         "is_weekend": (np.asarray(dayofweek) >= 5).astype(np.float64),  # Monday = 0
         "is_night": (np.asarray(hour) <= NIGHT_LAST_HOUR).astype(np.float64),
     }
+    def value(a: Aggregate) -> np.ndarray:
+        return np.asarray(aggregates[a.name], dtype=np.float64)
+
     for n in spec.customer_windows:
-        count_key, sum_key = customer_aggregate_keys(n)
-        count = np.asarray(aggregates[count_key], dtype=np.float64) + 1.0
+        count = value(customer_aggregate("count", n)) + 1.0
         features[f"customer_nb_tx_{n}d"] = count
-        features[f"customer_mean_amount_{n}d"] = (np.asarray(aggregates[sum_key], dtype=np.float64) + amount) / count
+        features[f"customer_mean_amount_{n}d"] = (value(customer_aggregate("sum", n)) + amount) / count
     longest = max(spec.customer_windows)
     mean_longest = features[f"customer_mean_amount_{longest}d"]
     # Compromised cards show up as amounts far above the card's own habit.
@@ -91,27 +194,114 @@ def finalize(aggregates: Mapping[str, np.ndarray], amount: np.ndarray, dayofweek
         amount, mean_longest, out=np.ones_like(amount), where=mean_longest > 0
     )
     for n in spec.terminal_windows:
-        count_key, frauds_key = terminal_aggregate_keys(n)
-        count = np.asarray(aggregates[count_key], dtype=np.float64)
-        frauds = np.asarray(aggregates[frauds_key], dtype=np.float64)
+        count = value(terminal_aggregate("count", n, spec.delay_days))
+        frauds = value(terminal_aggregate("frauds", n, spec.delay_days))
         features[f"terminal_nb_tx_{n}d"] = count
         features[f"terminal_risk_{n}d"] = np.divide(frauds, count, out=np.zeros_like(count), where=count > 0)
     return features
 
 
-# --- offline: a whole DataFrame of history ------------------------------------------
+# --- bucket keys ------------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _rolling_sums(frame: "pd.DataFrame", group: str, values: list[str], days: int) -> "pd.DataFrame":
-    """Per group, sums of ``values`` over (t - days, t] including the row itself and the
-    rows before it in order; ``frame`` must be sorted by (timestamp, transaction_id)."""
-    rolled = (
-        frame.groupby(group, sort=False)[["timestamp", *values]]
-        .rolling(f"{days}D", on="timestamp", closed="right")
-        .sum()
-    )
-    rolled.index = rolled.index.droplevel(0)
-    return rolled[values].reindex(frame.index)
+def epoch_hour(timestamp: datetime) -> int:
+    """The UTC hour bucket of an instant (hours since 1970-01-01T00:00Z); naive means UTC."""
+    if timestamp.tzinfo is None:
+        timestamp = timestamp.replace(tzinfo=timezone.utc)
+    return int((timestamp - _EPOCH).total_seconds() // 3600)
+
+
+def epoch_day(hour: int) -> int:
+    """The UTC day bucket of an hour bucket."""
+    return hour // HOURS_PER_DAY
+
+
+def bucket_of(entity: str, hour: int) -> int:
+    """The bucket index an entity's aggregates use for a transaction in ``hour``."""
+    return hour if entity == CUSTOMER else epoch_day(hour)
+
+
+def empty_value(measure: str) -> float:
+    """What a measure is over no rows (also the degraded fallback)."""
+    return 0.0 if measure in ADDITIVE else float("nan")
+
+
+# --- offline: a whole DataFrame of history ----------------------------------------------
+
+
+class _BucketTable:
+    """Per (entity, bucket) aggregates of a history, for window queries by binary search."""
+
+    # entity code * KEY_STRIDE + bucket: one sortable int64 per (entity, bucket).
+    KEY_STRIDE = 1 << 22  # hours since 1970 stay below 2**22 until the year 2448
+
+    def __init__(self, codes: np.ndarray, buckets: np.ndarray, values: dict[str, np.ndarray],
+                 largest: np.ndarray | None = None):
+        import pandas as pd
+
+        frame = pd.DataFrame({"key": codes.astype(np.int64) * self.KEY_STRIDE + buckets, **values})
+        grouped = frame.groupby("key", sort=True)
+        sums = grouped.sum()
+        self.keys = sums.index.to_numpy()
+        self.bucket = self.keys % self.KEY_STRIDE
+        self.per_bucket = {name: sums[name].to_numpy() for name in values}
+        # The largest of ``largest`` (the amounts) per bucket, for "max" aggregates.
+        self.bucket_max = (None if largest is None else
+                           pd.Series(largest).groupby(frame["key"].to_numpy()).max().to_numpy())
+        entity_of_key = self.keys // self.KEY_STRIDE
+        # Cumulative sums restart per entity, which keeps their magnitude (and float error) small.
+        self._cumulative = {
+            name: np.concatenate([[0.0], pd.Series(column).groupby(entity_of_key).cumsum().to_numpy()])
+            for name, column in self.per_bucket.items()
+        }
+        self._sparse: dict[str, list[np.ndarray]] = {}
+
+    def _bounds(self, codes: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        base = codes.astype(np.int64) * self.KEY_STRIDE
+        first = np.searchsorted(self.keys, base + low, side="left")
+        last = np.searchsorted(self.keys, base + high, side="right")
+        return first, np.maximum(last, first)
+
+    def window_sum(self, name: str, codes: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        first, last = self._bounds(codes, low, high)
+        cumulative = self._cumulative[name]
+        # Both ends lie within one entity's run of keys; its cumulative sums restart at the
+        # run's first key, so subtract the value just before the window within the run.
+        start_of_run = np.searchsorted(self.keys, codes.astype(np.int64) * self.KEY_STRIDE, side="left")
+        before = np.where(first > start_of_run, cumulative[first], 0.0)
+        after = np.where(last > start_of_run, cumulative[last], 0.0)
+        return np.where(last > first, after - before, 0.0)
+
+    def window_extreme(self, name: str, values: np.ndarray, codes: np.ndarray, low: np.ndarray,
+                       high: np.ndarray, largest: bool) -> np.ndarray:
+        """Largest (or smallest) per-bucket ``values`` in each window; NaN when empty."""
+        first, last = self._bounds(codes, low, high)
+        table = self._sparse_table(name, values, largest)
+        length = last - first
+        result = np.full(len(first), np.nan)
+        present = length > 0
+        level = np.zeros(len(first), dtype=np.int64)
+        level[present] = np.floor(np.log2(length[present])).astype(np.int64)
+        pick = np.fmax if largest else np.fmin
+        for k in np.unique(level[present]):
+            rows = np.flatnonzero(present & (level == k))
+            left = table[k][first[rows]]
+            right = table[k][last[rows] - (1 << k)]
+            result[rows] = pick(left, right)
+        return result
+
+    def _sparse_table(self, name: str, values: np.ndarray, largest: bool) -> list[np.ndarray]:
+        """Range-extreme queries in O(1): level k holds the extreme of 2**k consecutive buckets."""
+        if name not in self._sparse:
+            pick = np.fmax if largest else np.fmin  # NaN (no value in a bucket) loses
+            levels = [np.asarray(values, dtype=np.float64)]
+            while (1 << len(levels)) <= len(values):
+                previous, width = levels[-1], 1 << (len(levels) - 1)
+                levels.append(pick(previous[:-width], previous[width:]))
+            self._sparse[name] = levels
+        return self._sparse[name]
 
 
 def compute_features(history: "pd.DataFrame", spec: FeatureSpec = DEFAULT_SPEC) -> "pd.DataFrame":
@@ -123,75 +313,106 @@ def compute_features(history: "pd.DataFrame", spec: FeatureSpec = DEFAULT_SPEC) 
     """
     import pandas as pd
 
-    frame = pd.DataFrame({
-        "transaction_id": history["transaction_id"].astype(str).to_numpy(),
-        "timestamp": pd.to_datetime(history["timestamp"], utc=True).to_numpy(),
-        "customer_id": history["customer_id"].to_numpy(),
-        "terminal_id": history["terminal_id"].to_numpy(),
-        "amount": history["amount"].astype(np.float64).to_numpy(),
-        "one": 1.0,
-        "fraud": (pd.to_numeric(history["label"], errors="coerce").fillna(0).astype(np.float64).to_numpy()
-                  if "label" in history else 0.0),
-    }, index=history.index)
-    order = np.lexsort((frame["transaction_id"].to_numpy(), frame["timestamp"].to_numpy()))
-    frame = frame.iloc[order]
-
-    aggregates: dict[str, np.ndarray] = {}
-    for n in spec.customer_windows:
-        sums = _rolling_sums(frame, "customer_id", ["one", "amount"], n)
-        count_key, sum_key = customer_aggregate_keys(n)
-        # The rolling window includes the row itself; aggregates describe the history before it.
-        aggregates[count_key] = sums["one"].to_numpy() - 1.0
-        aggregates[sum_key] = sums["amount"].to_numpy() - frame["amount"].to_numpy()
-    delay = spec.delay_days
-    recent = _rolling_sums(frame, "terminal_id", ["one", "fraud"], delay) if delay > 0 else None
-    for n in spec.terminal_windows:
-        wide = _rolling_sums(frame, "terminal_id", ["one", "fraud"], delay + n)
-        count_key, frauds_key = terminal_aggregate_keys(n)
-        # (t-d-n, t] minus (t-d, t] = (t-d-n, t-d]: the window whose labels are known.
-        if recent is not None:
-            aggregates[count_key] = (wide["one"] - recent["one"]).to_numpy()
-            aggregates[frauds_key] = (wide["fraud"] - recent["fraud"]).to_numpy()
-        else:
-            aggregates[count_key] = wide["one"].to_numpy()
-            aggregates[frauds_key] = wide["fraud"].to_numpy()
-    # Rolling sums accumulate float error; counts are integers by definition.
-    for key, values in aggregates.items():
-        if "count" in key or "frauds" in key:
-            aggregates[key] = np.rint(values)
-
-    when = pd.DatetimeIndex(frame["timestamp"])
-    features = finalize(aggregates, frame["amount"].to_numpy(), when.day_of_week.to_numpy(), when.hour.to_numpy(), spec)
-    result = pd.DataFrame(features, index=frame.index)[spec.names]
-    return result.reindex(history.index)
+    aggregates = compute_aggregates(history, spec)
+    when = pd.DatetimeIndex(pd.to_datetime(history["timestamp"], utc=True))
+    features = finalize(aggregates, history["amount"].astype(np.float64).to_numpy(),
+                        when.day_of_week.to_numpy(), when.hour.to_numpy(), spec)
+    return pd.DataFrame(features, index=history.index)[spec.names]
 
 
-# --- online: one transaction against stored history ---------------------------------
+def compute_aggregates(history: "pd.DataFrame", spec: FeatureSpec = DEFAULT_SPEC,
+                       wanted: list[Aggregate] | None = None) -> dict[str, np.ndarray]:
+    """The window aggregates of every row of ``history`` (arrays in the frame's row order):
+    ``spec``'s, or the ``wanted`` ones."""
+    import pandas as pd
+
+    n = len(history)
+    timestamps = pd.to_datetime(history["timestamp"], utc=True)
+    nanos = timestamps.dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
+    hour = nanos // (3600 * 10**9)
+    amount = history["amount"].astype(np.float64).to_numpy()
+    fraud = (pd.to_numeric(history["label"], errors="coerce").fillna(0).to_numpy(np.float64) == 1).astype(
+        np.float64) if "label" in history else np.zeros(n)
+    customer = pd.factorize(history["customer_id"].astype(str))[0]
+    terminal = pd.factorize(history["terminal_id"].astype(str))[0]
+    wanted = spec.aggregates() if wanted is None else wanted
+    result: dict[str, np.ndarray] = {}
+
+    customer_aggregates = [a for a in wanted if a.entity == CUSTOMER]
+    if customer_aggregates:
+        table = _BucketTable(customer, hour, {"count": np.ones(n), "sum": amount, "sumsq": amount * amount},
+                             largest=amount if any(a.measure == "max" for a in customer_aggregates) else None)
+        partial = _current_hour_before(history, customer, hour, amount, nanos)
+        for a in customer_aggregates:
+            low, high = hour - a.start, hour - max(a.end, 1)
+            if a.measure == "max":
+                value = table.window_extreme("max", table.bucket_max, customer, low, high, largest=True)
+                if a.end == 0:
+                    value = np.fmax(value, partial["max"])
+            else:
+                value = table.window_sum(a.measure, customer, low, high)
+                if a.end == 0:
+                    value = value + partial[a.measure]
+            result[a.name] = value
+
+    terminal_aggregates = [a for a in wanted if a.entity == TERMINAL]
+    if terminal_aggregates:
+        day = hour // HOURS_PER_DAY
+        table = _BucketTable(terminal, day, {"count": np.ones(n), "frauds": fraud})
+        fraud_days = np.where(table.per_bucket["frauds"] > 0.5, table.bucket.astype(np.float64), np.nan)
+        for a in terminal_aggregates:
+            low, high = day - a.start, day - a.end
+            if a.measure in ADDITIVE:
+                result[a.name] = table.window_sum(a.measure, terminal, low, high)
+            else:
+                result[a.name] = table.window_extreme(a.measure, fraud_days, terminal, low, high,
+                                                      largest=a.measure == "last_fraud_day")
+    # Sums of counts are integers by definition; float summation must not say otherwise.
+    for a in wanted:
+        if a.measure in ("count", "frauds"):
+            result[a.name] = np.rint(result[a.name])
+    return result
 
 
-def online_window_bounds(timestamp: datetime, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, datetime]:
-    """Window start/end instants for one transaction at ``timestamp`` (naive UTC)."""
-    bounds = {f"customer_start_{n}d": timestamp - timedelta(days=n) for n in spec.customer_windows}
-    terminal_end = timestamp - timedelta(days=spec.delay_days)
-    bounds["terminal_end"] = terminal_end
-    for n in spec.terminal_windows:
-        bounds[f"terminal_start_{n}d"] = terminal_end - timedelta(days=n)
-    return bounds
+def _current_hour_before(history: "pd.DataFrame", customer: np.ndarray, hour: np.ndarray,
+                         amount: np.ndarray, nanos: np.ndarray) -> dict[str, np.ndarray]:
+    """Per row: count, sum, sum of squares and max of the card's rows earlier in the same hour."""
+    import pandas as pd
+
+    ids = history["transaction_id"].astype(str).to_numpy()
+    order = np.lexsort((ids, nanos))  # (timestamp, transaction_id) order
+    frame = pd.DataFrame({"group": (customer.astype(np.int64) * _BucketTable.KEY_STRIDE + hour)[order],
+                          "amount": amount[order]})
+    grouped = frame.groupby("group", sort=False)["amount"]
+    count = grouped.cumcount().to_numpy(np.float64)
+    total = grouped.cumsum().to_numpy() - frame["amount"].to_numpy()
+    squares = frame["amount"] ** 2
+    total_squares = squares.groupby(frame["group"], sort=False).cumsum().to_numpy() - squares.to_numpy()
+    running_max = grouped.cummax()
+    previous_max = running_max.groupby(frame["group"], sort=False).shift(1).to_numpy(np.float64)
+    unsorted = {}
+    for name, values in (("count", count), ("sum", total), ("sumsq", total_squares), ("max", previous_max)):
+        out = np.empty(len(values))
+        out[order] = values
+        unsorted[name] = out
+    # An empty partial hour adds nothing; float cumsum differences of exact zeros stay zero.
+    unsorted["sum"][unsorted["count"] == 0] = 0.0
+    unsorted["sumsq"][unsorted["count"] == 0] = 0.0
+    return unsorted
+
+
+# --- online: one transaction's aggregates → features -----------------------------------
 
 
 def features_for_one(aggregates: Mapping[str, float], amount: float, timestamp: datetime,
                      spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, float]:
     """Features of one transaction from its window aggregates (see :func:`finalize`)."""
     arrays = {key: np.array([value], dtype=np.float64) for key, value in aggregates.items()}
+    timestamp = timestamp.astimezone(timezone.utc) if timestamp.tzinfo else timestamp
     features = finalize(arrays, np.array([amount]), np.array([timestamp.weekday()]), np.array([timestamp.hour]), spec)
     return {name: float(features[name][0]) for name in spec.names}
 
 
 def empty_aggregates(spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, float]:
     """Aggregates of an empty history: the documented fallback when history can't be read."""
-    aggregates: dict[str, float] = {}
-    for n in spec.customer_windows:
-        aggregates.update(dict.fromkeys(customer_aggregate_keys(n), 0.0))
-    for n in spec.terminal_windows:
-        aggregates.update(dict.fromkeys(terminal_aggregate_keys(n), 0.0))
-    return aggregates
+    return {a.name: empty_value(a.measure) for a in spec.aggregates()}

@@ -15,17 +15,17 @@ import platform
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 
+if TYPE_CHECKING:
+    from .features import FeatureSpec
+
+
 class ArtifactRejected(RuntimeError):
     """A model artifact failed verification and was not loaded."""
-
-
-class ModelUnavailable(RuntimeError):
-    """No model has been published and promoted yet (or none could be loaded)."""
 
 
 def new_version(now: datetime | None = None) -> str:
@@ -137,12 +137,32 @@ class LoadedModel:
         return list(self.metadata["features"])
 
     @property
+    def spec(self) -> "FeatureSpec":
+        """The feature definitions this model was trained with (serving computes exactly these)."""
+        return spec_of(self.metadata)
+
+    @property
     def threshold(self) -> float:
         return float(self.metadata["threshold"])
 
     def score(self, features: dict[str, float]) -> float:
         row = np.array([[features[name] for name in self.metadata["features"]]], dtype=np.float64)
         return float(self.score_rows(row)[0])
+
+
+def spec_of(metadata: dict[str, Any]) -> "FeatureSpec":
+    """A version's feature spec, checked against its feature list; ArtifactRejected when this
+    code cannot compute the features the model needs."""
+    from .features import FeatureSpec
+
+    try:
+        spec = FeatureSpec.from_dict(metadata.get("feature_spec") or {})
+    except (TypeError, ValueError) as exc:
+        raise ArtifactRejected(f"model {metadata.get('version')}: {exc}") from None
+    if spec.names != list(metadata.get("features", [])):
+        raise ArtifactRejected(f"model {metadata.get('version')}: its features {metadata.get('features')} are not "
+                               f"what its feature spec computes ({spec.names})")
+    return spec
 
 
 def pipeline_scorer(pipeline: Any) -> Callable[[np.ndarray], np.ndarray]:

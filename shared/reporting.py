@@ -38,19 +38,21 @@ def build_report(candidate: Any, metadata: dict[str, Any]) -> dict[str, bytes]:
     """Report files (name → bytes) for a trained :class:`shared.retraining.Candidate`."""
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    holdout = candidate.holdout_frame
+    holdout = candidate.holdout
     y_true = holdout["label"].to_numpy().astype(int)
-    scores = candidate.pipeline.predict_proba(holdout[candidate.features].to_numpy(np.float64))[:, 1]
+    # Rows sampled from a larger population weigh what they stand for: the curves estimate it.
+    weight = holdout["weight"].to_numpy(np.float64)
+    scores = candidate.holdout_scores()
     metrics = metadata["metrics"]
     threshold = metadata["threshold"]
 
     def pr(axes):
-        precision, recall, _ = precision_recall_curve(y_true, scores)
+        precision, recall, _ = precision_recall_curve(y_true, scores, sample_weight=weight)
         axes.plot(recall, precision)
         axes.set(xlabel="recall", ylabel="precision", title=f"PR curve (AP {metrics['average_precision']:.3f})")
 
     def roc(axes):
-        fpr, tpr, _ = roc_curve(y_true, scores)
+        fpr, tpr, _ = roc_curve(y_true, scores, sample_weight=weight)
         axes.plot(fpr, tpr)
         axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
         axes.set(xlabel="false positive rate", ylabel="true positive rate",
@@ -58,8 +60,8 @@ def build_report(candidate: Any, metadata: dict[str, Any]) -> dict[str, bytes]:
 
     def histogram(axes):
         bins = np.linspace(0, 1, 41)
-        axes.hist(scores[y_true == 0], bins=bins, alpha=0.6, label="genuine", log=True)
-        axes.hist(scores[y_true == 1], bins=bins, alpha=0.6, label="fraud", log=True)
+        axes.hist(scores[y_true == 0], bins=bins, weights=weight[y_true == 0], alpha=0.6, label="genuine", log=True)
+        axes.hist(scores[y_true == 1], bins=bins, weights=weight[y_true == 1], alpha=0.6, label="fraud", log=True)
         axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.2f}")
         axes.set(xlabel="fraud probability", ylabel="transactions (log)", title="Scores by class (holdout)")
         axes.legend()
@@ -85,6 +87,7 @@ def build_report(candidate: Any, metadata: dict[str, Any]) -> dict[str, bytes]:
         "validation": metadata["validation_metrics"],
         "gate": metadata.get("gate"),
         "windows": metadata["windows"],
+        "sampling": metadata.get("sampling"),
         "feature_importances": dict(zip(candidate.features, map(float, importances))),
     }
     rows = "".join(

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from .errors import ServiceError
+
 # Also the patterns of openapi.json. "(?!\n)" because Python's "$" (unlike ECMA-262's, which
 # JSON Schema specifies) also matches before a trailing newline.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$(?!\n)")
@@ -27,7 +29,15 @@ MAX_LABEL_REQUEST_BYTES = 1024 * 1024
 MAX_LABELS_PER_REQUEST = 5000
 # Card networks allow some clock skew; a transaction from further in the future is a client bug.
 MAX_FUTURE_SKEW = timedelta(hours=24)
+# Scoring is real time: a timestamp older than this (setting PREDICT_MAX_AGE_HOURS) is refused,
+# so nobody can write back-dated history through predict (historic loads go through import).
+DEFAULT_MAX_AGE = timedelta(hours=24)
 EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=timezone.utc)
+SOURCE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,31}$(?!\n)")
+DEFAULT_LABEL_SOURCE = "api"
+MODEL_VERSION_MAX = 64
+DECISIONS = ("approve", "review", "decline")
+MAX_REASONS = 10
 
 TRANSACTION_FIELDS = ("transaction_id", "timestamp", "customer_id", "terminal_id", "amount")
 
@@ -38,7 +48,7 @@ class FieldError:
     message: str
 
 
-class ValidationError(ValueError):
+class ValidationError(ServiceError, ValueError):
     """The input is unacceptable; ``status`` is the HTTP status it maps to."""
 
     def __init__(self, errors: list[FieldError], status: int = 400, message: str = "invalid request"):
@@ -53,13 +63,25 @@ class ValidationError(ValueError):
 
 @dataclass(frozen=True)
 class Transaction:
-    """A validated card transaction; ``timestamp`` is timezone-aware UTC."""
+    """A validated card transaction; ``timestamp`` is timezone-aware UTC.
+
+    ``timestamp_given`` is False when the client sent none and the receive time was used:
+    a retry of such a request is still the same transaction.
+    """
 
     transaction_id: str
     timestamp: datetime
     customer_id: str
     terminal_id: str
     amount: float
+    timestamp_given: bool = True
+
+    def differences(self, other: "Transaction") -> list[str]:
+        """The fields in which ``other`` (a replay of the same id) differs from this one."""
+        fields = [name for name in ("customer_id", "terminal_id", "amount") if getattr(self, name) != getattr(other, name)]
+        if self.timestamp_given and other.timestamp_given and self.timestamp != other.timestamp:
+            fields.insert(0, "timestamp")
+        return fields
 
 
 @dataclass(frozen=True)
@@ -72,10 +94,16 @@ class ScoredTransaction:
     model_version: str
     scored_at: datetime
     degraded: bool = False
+    # The decision and why (absent in messages queued by older versions).
+    decision: str | None = None
+    review_threshold: float | None = None
+    decline_threshold: float | None = None
+    rule: str | None = None
+    reasons: list[dict[str, Any]] | None = None
 
     def to_message(self) -> dict[str, Any]:
         tx = self.transaction
-        return {
+        message = {
             "transaction_id": tx.transaction_id,
             "timestamp": format_timestamp(tx.timestamp),
             "customer_id": tx.customer_id,
@@ -87,6 +115,11 @@ class ScoredTransaction:
             "scored_at": format_timestamp(self.scored_at),
             "degraded": self.degraded,
         }
+        for name in ("decision", "review_threshold", "decline_threshold", "rule", "reasons"):
+            value = getattr(self, name)
+            if value is not None:
+                message[name] = value
+        return message
 
 
 @dataclass(frozen=True)
@@ -95,6 +128,14 @@ class Label:
 
     transaction_id: str
     is_fraud: bool
+
+
+@dataclass(frozen=True)
+class LabelBatch:
+    """Labels from one label source (chargebacks, an investigation team, the console...)."""
+
+    source: str
+    labels: list[Label]
 
 
 def format_timestamp(value: datetime) -> str:
@@ -197,7 +238,8 @@ def parse_timestamp(value: Any) -> datetime:
         raise ValueError("is out of range") from None
 
 
-def _check_timestamp(data: dict[str, Any], errors: list[FieldError], now: datetime) -> datetime | None:
+def _check_timestamp(data: dict[str, Any], errors: list[FieldError], now: datetime,
+                     max_age: timedelta | None) -> datetime | None:
     if data.get("timestamp") is None:
         return now
     try:
@@ -211,6 +253,11 @@ def _check_timestamp(data: dict[str, Any], errors: list[FieldError], now: dateti
     if parsed < EARLIEST_TIMESTAMP:
         errors.append(FieldError("timestamp", "is before 2000-01-01"))
         return None
+    if max_age is not None and parsed < now - max_age:
+        hours = max_age.total_seconds() / 3600
+        errors.append(FieldError("timestamp", f"is more than {hours:g} hours old; scoring is real time "
+                                              "(load history with the import command)"))
+        return None
     return parsed
 
 
@@ -220,15 +267,17 @@ def _unknown_fields(data: dict[str, Any], allowed: tuple[str, ...], errors: list
         errors.append(FieldError(prefix + shown, "unknown field"))
 
 
-def validate_transaction(data: Any, now: datetime | None = None) -> Transaction:
-    """Validate a decoded request; assign a UUID id and receive-time timestamp when absent."""
+def validate_transaction(data: Any, now: datetime | None = None,
+                         max_age: timedelta | None = DEFAULT_MAX_AGE) -> Transaction:
+    """Validate a decoded request; assign a UUID id and receive-time timestamp when absent.
+    Timestamps older than ``max_age`` are refused (None: any age, for stored messages)."""
     now = now or datetime.now(timezone.utc)
     if not isinstance(data, dict):
         raise ValidationError([FieldError("body", f"must be a JSON object, got {type(data).__name__}")])
     errors: list[FieldError] = []
     _unknown_fields(data, TRANSACTION_FIELDS, errors)
     transaction_id = _check_id(data, "transaction_id", errors, required=False, pattern=ID_PATTERN)
-    timestamp = _check_timestamp(data, errors, now)
+    timestamp = _check_timestamp(data, errors, now, max_age)
     customer_id = _check_id(data, "customer_id", errors, required=True)
     terminal_id = _check_id(data, "terminal_id", errors, required=True)
     amount = _check_amount(data, errors)
@@ -240,15 +289,21 @@ def validate_transaction(data: Any, now: datetime | None = None) -> Transaction:
         customer_id=customer_id,
         terminal_id=terminal_id,
         amount=amount,
+        timestamp_given=data.get("timestamp") is not None,
     )
 
 
-def validate_labels(data: Any) -> list[Label]:
-    """Validate a label batch: ``{"labels": [{"transaction_id": ..., "is_fraud": true}, ...]}``."""
+def validate_labels(data: Any) -> LabelBatch:
+    """Validate a label batch: ``{"source": "chargebacks", "labels": [{"transaction_id": ...,
+    "is_fraud": true}, ...]}`` (``source`` optional, default ``api``)."""
     if not isinstance(data, dict):
         raise ValidationError([FieldError("body", f"must be a JSON object, got {type(data).__name__}")])
     errors: list[FieldError] = []
-    _unknown_fields(data, ("labels",), errors)
+    _unknown_fields(data, ("labels", "source"), errors)
+    source = data.get("source", DEFAULT_LABEL_SOURCE)
+    if not isinstance(source, str) or not SOURCE_PATTERN.fullmatch(source):
+        errors.append(FieldError("source", "must be 1-32 characters of a-z 0-9 . _ : - starting with a letter "
+                                           "or digit"))
     items = data.get("labels")
     if not isinstance(items, list) or not items:
         errors.append(FieldError("labels", "must be a non-empty array"))
@@ -274,7 +329,7 @@ def validate_labels(data: Any) -> list[Label]:
             labels.append(Label(transaction_id, is_fraud))
     if errors:
         raise ValidationError(errors)
-    return labels
+    return LabelBatch(source, labels)
 
 
 def parse_scored_message(data: Any) -> ScoredTransaction:
@@ -287,7 +342,7 @@ def parse_scored_message(data: Any) -> ScoredTransaction:
         transaction = validate_transaction(
             {name: data.get(name) for name in TRANSACTION_FIELDS},
             # Queued transactions were validated on receipt; allow them to age in the queue.
-            now=datetime.max.replace(tzinfo=timezone.utc) - MAX_FUTURE_SKEW,
+            now=datetime.max.replace(tzinfo=timezone.utc) - MAX_FUTURE_SKEW, max_age=None,
         )
         if data.get("transaction_id") is None or data.get("timestamp") is None:
             errors.append(FieldError("transaction_id/timestamp", "must be present in a queued transaction"))
@@ -298,8 +353,10 @@ def parse_scored_message(data: Any) -> ScoredTransaction:
         errors.append(FieldError("fraud_probability", "must be a number in [0, 1]"))
     if not isinstance(data.get("is_fraud"), bool):
         errors.append(FieldError("is_fraud", "must be true or false"))
-    if not isinstance(data.get("model_version"), str) or not data.get("model_version"):
-        errors.append(FieldError("model_version", "must be a non-empty string"))
+    version = data.get("model_version")
+    if not isinstance(version, str) or not 1 <= len(version) <= MODEL_VERSION_MAX:
+        errors.append(FieldError("model_version", f"must be a string of 1-{MODEL_VERSION_MAX} characters"))
+    decision_fields = _check_decision(data, errors)
     scored_at = None
     try:
         scored_at = parse_timestamp(data.get("scored_at"))
@@ -314,4 +371,33 @@ def parse_scored_message(data: Any) -> ScoredTransaction:
         model_version=data["model_version"],
         scored_at=scored_at,
         degraded=bool(data.get("degraded", False)),
+        **decision_fields,
     )
+
+
+def _check_decision(data: dict[str, Any], errors: list[FieldError]) -> dict[str, Any]:
+    """The optional decision fields of a queued transaction (older messages have none)."""
+    found: dict[str, Any] = {}
+    decision = data.get("decision")
+    if decision is not None and decision not in DECISIONS:
+        errors.append(FieldError("decision", f"must be one of {', '.join(DECISIONS)}"))
+    found["decision"] = decision
+    for name in ("review_threshold", "decline_threshold"):
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value <= 1.000001):
+            errors.append(FieldError(name, "must be a number in [0, 1]"))
+            value = None
+        found[name] = float(value) if value is not None else None
+    rule = data.get("rule")
+    if rule is not None and (not isinstance(rule, str) or not 1 <= len(rule) <= 64):
+        errors.append(FieldError("rule", "must be a string of 1-64 characters"))
+    found["rule"] = rule
+    reasons = data.get("reasons")
+    if reasons is not None and (not isinstance(reasons, list) or len(reasons) > MAX_REASONS
+                                or not all(isinstance(r, dict) for r in reasons)
+                                or len(json.dumps(reasons)) > 4000):
+        errors.append(FieldError("reasons", f"must be a list of at most {MAX_REASONS} small objects"))
+        reasons = None
+    found["reasons"] = reasons
+    return found

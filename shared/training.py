@@ -81,26 +81,37 @@ class Split:
     holdout: np.ndarray
 
 
-def time_ordered_split(timestamps: pd.Series, validation: float = 0.2, holdout: float = 0.2) -> Split:
+def time_ordered_split(timestamps: pd.Series, validation: float = 0.2, holdout: float = 0.2,
+                       weights: np.ndarray | None = None) -> Split:
     """Positions of the oldest rows (train), the next (validation) and the newest (holdout).
 
-    Random splits leak the future into training; fraud models are judged on what comes next.
+    With ``weights`` (rows sampled from a larger population), the cut points are where the
+    *population* reaches those shares, not the sample. Random splits leak the future into
+    training; fraud models are judged on what comes next.
     """
     order = np.argsort(pd.to_datetime(timestamps, utc=True).to_numpy(), kind="stable")
     n = len(order)
-    n_holdout = int(round(n * holdout))
-    n_validation = int(round(n * validation))
-    n_train = n - n_holdout - n_validation
+    if weights is None:
+        n_holdout = int(round(n * holdout))
+        n_validation = int(round(n * validation))
+        n_train = n - n_holdout - n_validation
+    else:
+        cumulative = np.cumsum(np.asarray(weights, dtype=np.float64)[order])
+        total = cumulative[-1] if n else 0.0
+        n_train = int(np.searchsorted(cumulative, total * (1 - validation - holdout), side="right"))
+        n_validation = int(np.searchsorted(cumulative, total * (1 - holdout), side="right")) - n_train
     return Split(order[:n_train], order[n_train:n_train + n_validation], order[n_train + n_validation:])
 
 
-def choose_threshold(y_true: np.ndarray, scores: np.ndarray, rule: str = "max_f1") -> float:
+def choose_threshold(y_true: np.ndarray, scores: np.ndarray, rule: str = "max_f1",
+                     sample_weight: np.ndarray | None = None) -> float:
     """The decision threshold by ``rule``: ``max_f1``, or ``precision:P`` — the lowest
-    threshold whose precision reaches P (most recall at that precision)."""
+    threshold whose precision reaches P (most recall at that precision). Weighted rows
+    stand for that many population rows."""
     y_true = np.asarray(y_true).astype(int)
     if y_true.sum() == 0:
         return 0.5
-    precision, recall, thresholds = precision_recall_curve(y_true, scores)
+    precision, recall, thresholds = precision_recall_curve(y_true, scores, sample_weight=sample_weight)
     precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
     if rule == "max_f1":
         f1 = np.divide(2 * precision * recall, precision + recall,
@@ -115,38 +126,151 @@ def choose_threshold(y_true: np.ndarray, scores: np.ndarray, rule: str = "max_f1
     raise ValueError(f"unknown THRESHOLD_RULE {rule!r}: use max_f1 or precision:<0..1>")
 
 
-def evaluate(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    """AUC ROC, average precision, and precision/recall/F1 of decisions at ``threshold``."""
+def evaluate(y_true: np.ndarray, scores: np.ndarray, threshold: float,
+             sample_weight: np.ndarray | None = None) -> dict[str, float]:
+    """AUC ROC, average precision, and precision/recall/F1 of decisions at ``threshold``.
+
+    With ``sample_weight`` every figure estimates the full population the rows were sampled
+    from; ``rows``/``frauds`` count the rows scored, ``population_rows`` what they stand for.
+    """
     y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    weight = np.ones(len(y_true)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     predicted = scores >= threshold
-    true_positives = int((predicted & (y_true == 1)).sum())
-    n_predicted = int(predicted.sum())
-    n_positive = int(y_true.sum())
-    precision = true_positives / n_predicted if n_predicted else 0.0
-    recall = true_positives / n_positive if n_positive else 0.0
-    both_classes = 0 < n_positive < len(y_true)
+    true_positives = float(weight[predicted & (y_true == 1)].sum())
+    flagged = float(weight[predicted].sum())
+    positives = float(weight[y_true == 1].sum())
+    precision = true_positives / flagged if flagged else 0.0
+    recall = true_positives / positives if positives else 0.0
+    both_classes = 0 < int(y_true.sum()) < len(y_true)
     return {
-        "auc_roc": float(roc_auc_score(y_true, scores)) if both_classes else float("nan"),
-        "average_precision": float(average_precision_score(y_true, scores)) if both_classes else float("nan"),
+        "auc_roc": float(roc_auc_score(y_true, scores, sample_weight=weight)) if both_classes else float("nan"),
+        "average_precision": (float(average_precision_score(y_true, scores, sample_weight=weight))
+                              if both_classes else float("nan")),
         "precision": precision,
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
         "threshold": float(threshold),
         "rows": int(len(y_true)),
-        "frauds": n_positive,
-        "flagged": n_predicted,
+        "frauds": int(y_true.sum()),
+        "flagged": int(predicted.sum()),
+        "population_rows": float(weight.sum()),
+        "flagged_share": flagged / float(weight.sum()) if len(y_true) else 0.0,
     }
 
 
-def promotion_decision(challenger: dict[str, float], champion: dict[str, float] | None,
-                       tolerance: float) -> tuple[bool, str]:
-    """Promote unless the challenger's average precision is worse than the champion's
-    on the same holdout by more than ``tolerance``."""
-    if champion is None:
+# --- the champion/challenger gate ------------------------------------------------------
+
+
+def weighted_average_precision(y_true: np.ndarray, scores: np.ndarray, weight: np.ndarray) -> float:
+    """Average precision as scikit-learn defines it (step-wise, ties as one threshold), for
+    non-negative row weights; NaN without positive weight. O(n log n)."""
+    order = np.argsort(-scores, kind="stable")
+    return _ap_sorted(y_true[order], scores[order], weight[order])
+
+
+def _ap_sorted(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> float:
+    true_weight = np.where(y == 1, w, 0.0)
+    positive = true_weight.sum()
+    if positive <= 0:
+        return float("nan")
+    # The last row of each run of equal scores is where that threshold's counts are read.
+    last_of_tie = np.r_[s[1:] != s[:-1], True]
+    tp = np.cumsum(true_weight)[last_of_tie]
+    flagged = np.cumsum(w)[last_of_tie]
+    precision = np.divide(tp, flagged, out=np.zeros_like(tp), where=flagged > 0)
+    recall = tp / positive
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Challenger vs champion on the same rows: the AP difference and its bootstrap interval."""
+
+    challenger_ap: float
+    champion_ap: float
+    delta: float
+    low: float  # lower bound of the two-sided ``confidence`` interval of the difference
+    high: float
+    frauds: int
+    rows: int
+    confidence: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def compare(y_true: np.ndarray, challenger: np.ndarray, champion: np.ndarray, weight: np.ndarray | None = None,
+            rounds: int = 300, confidence: float = 0.9, seed: int = 0) -> Comparison:
+    """Paired, class-stratified bootstrap of AP(challenger) - AP(champion) on the same rows.
+
+    Resampling within each class keeps the fraud count fixed, as it is in the population;
+    the weights (constant within a class when genuine rows were subsampled) carry over.
+    """
+    y = np.asarray(y_true).astype(int)
+    weight = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
+    a, b = np.asarray(challenger, dtype=np.float64), np.asarray(champion, dtype=np.float64)
+    order_a, order_b = np.argsort(-a, kind="stable"), np.argsort(-b, kind="stable")
+    ap_a = _ap_sorted(y[order_a], a[order_a], weight[order_a])
+    ap_b = _ap_sorted(y[order_b], b[order_b], weight[order_b])
+    rng = np.random.default_rng(seed)
+    fraud_rows, genuine_rows = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    deltas = np.empty(rounds)
+    for r in range(rounds):
+        # Counts per row of one stratified resample, applied to both models' sorted orders.
+        counts = np.zeros(len(y))
+        for rows in (fraud_rows, genuine_rows):
+            if len(rows):
+                np.add.at(counts, rows[rng.integers(0, len(rows), len(rows))], 1.0)
+        resampled = counts * weight
+        deltas[r] = (_ap_sorted(y[order_a], a[order_a], resampled[order_a])
+                     - _ap_sorted(y[order_b], b[order_b], resampled[order_b]))
+    tail = (1 - confidence) / 2
+    low, high = (np.nanquantile(deltas, [tail, 1 - tail]) if np.isfinite(deltas).any() else (np.nan, np.nan))
+    return Comparison(ap_a, ap_b, ap_a - ap_b, float(low), float(high), int(y.sum()), int(len(y)), confidence)
+
+
+@dataclass(frozen=True)
+class GateRules:
+    """When a challenger may replace the champion (settings PROMOTION_TOLERANCE, GATE_*)."""
+
+    tolerance: float = 0.01
+    min_frauds: int = 30
+    confidence: float = 0.9
+    guard_tolerance: float = 0.02
+
+
+def promotion_decision(holdout: Comparison | None, guard: Comparison | None, rules: GateRules,
+                       challenger_frauds: int = 0) -> tuple[bool, str]:
+    """Promote only when the evidence says the challenger is not worse.
+
+    * no champion: promote (something must serve);
+    * fewer than ``min_frauds`` frauds in the holdout: keep the champion — too little
+      evidence either way;
+    * holdout: the lower end of the confidence interval of ΔAP must be ≥ −tolerance
+      ("not worse by more than the tolerance, with confidence"), so noise alone never
+      promotes;
+    * guard set (frozen, trusted labels kept with the champion, which label traffic cannot
+      change): the challenger must not be clearly worse — the upper end of its ΔAP interval
+      must be ≥ −guard_tolerance.
+    """
+    if holdout is None:
         return True, "no champion: first model"
-    new, old = challenger["average_precision"], champion["average_precision"]
-    if np.isnan(new):
+    if holdout.frauds < rules.min_frauds:
+        return False, (f"holdout holds {holdout.frauds} frauds; at least {rules.min_frauds} are needed to judge "
+                       f"a challenger — champion kept")
+    if not np.isfinite(holdout.challenger_ap):
         return False, "challenger average precision is undefined on the holdout"
-    if np.isnan(old) or new >= old - tolerance:
-        return True, f"average precision {new:.4f} vs champion {old:.4f} (tolerance {tolerance})"
-    return False, f"average precision {new:.4f} is worse than champion {old:.4f} by more than {tolerance}"
+    if not np.isfinite(holdout.champion_ap):
+        return True, f"champion average precision undefined on the holdout; challenger {holdout.challenger_ap:.4f}"
+    pct = int(round(holdout.confidence * 100))
+    summary = (f"average precision {holdout.challenger_ap:.4f} vs champion {holdout.champion_ap:.4f} "
+               f"(Δ {holdout.delta:+.4f}, {pct}% interval [{holdout.low:+.4f}, {holdout.high:+.4f}], "
+               f"{holdout.frauds} frauds)")
+    if holdout.low < -rules.tolerance:
+        return False, f"{summary}: not shown to be within {rules.tolerance} of the champion — champion kept"
+    if guard is not None and guard.frauds and np.isfinite(guard.high) and guard.high < -rules.guard_tolerance:
+        return False, (f"{summary}, but clearly worse on the guard set: Δ {guard.delta:+.4f} "
+                       f"[{guard.low:+.4f}, {guard.high:+.4f}] on {guard.frauds} trusted frauds — champion kept")
+    guard_text = "" if guard is None else f"; guard set Δ {guard.delta:+.4f} [{guard.low:+.4f}, {guard.high:+.4f}]"
+    return True, summary + guard_text

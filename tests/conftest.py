@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.support.services import ServiceUnavailable, in_ci, start_azurite, start_postgres  # noqa: E402
+from harness.servers import ServiceUnavailable, in_ci, start_azurite, start_postgres  # noqa: E402
 
 
 def _unavailable(what: str, exc: Exception):
@@ -55,7 +55,7 @@ def postgres_url():
 
 import uuid  # noqa: E402
 
-from tests.support.app import ModelFactory, configure_app  # noqa: E402
+from harness.app import ModelFactory, configure_app  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +70,9 @@ def app_env(azurite, tmp_path, monkeypatch):
     services = configure_app(monkeypatch, azurite.connection_string, f"sqlite:///{tmp_path / 'fraud.db'}",
                              suffix=uuid.uuid4().hex[:10])
     yield services
-    from shared.app import reset_services
+    from shared.wiring import reset_wiring
 
-    reset_services()
+    reset_wiring()
 
 
 @pytest.fixture

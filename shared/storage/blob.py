@@ -30,6 +30,7 @@ from ..model import (
     load_pipeline,
     pipeline_scorer,
     sign_metadata,
+    spec_of,
     verify_artifact,
     verify_bytes,
     verify_metadata,
@@ -108,6 +109,7 @@ class ModelStore:
         """
         metadata = self.metadata(version)
         verify_metadata(metadata, self._signing_key)
+        spec_of(metadata)  # refuse a model whose features this code cannot compute
         onnx = metadata.get("onnx")
         if compiled and onnx:
             verify_artifact(self.download_file(version, "model.joblib"), metadata, self._signing_key)
@@ -116,6 +118,20 @@ class ModelStore:
                          f"model {version} ({onnx['file']})")
             return LoadedModel(version, metadata, OnnxScorer(data), compiled=True)
         return LoadedModel(version, metadata, pipeline_scorer(self.load_pipeline(version, metadata)))
+
+    def load_guard(self, version: str) -> Any:
+        """The verified guard set frozen with a version (a DataFrame), or None if it has none."""
+        from ..usecases.publishing import read_guard
+
+        metadata = self.metadata(version)
+        verify_metadata(metadata, self._signing_key)
+        entry = metadata.get("guard")
+        if not entry:
+            return None
+        data = self.download_file(version, entry["file"])
+        verify_bytes(data, entry.get("sha256"), entry.get("signature"), self._signing_key,
+                     f"model {version} ({entry['file']})")
+        return read_guard(data)
 
     def load_pipeline(self, version: str, metadata: dict[str, Any] | None = None) -> Any:
         """The verified, unpickled joblib pipeline of one version (the source of truth)."""

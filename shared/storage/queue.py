@@ -16,16 +16,14 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
+from ..errors import EnqueueFailed
+
 log = logging.getLogger(__name__)
 
 BATCH_KEY = "transactions"
 MAX_BATCH_ITEMS = 32
 # The queue's message limit is 64 KiB after base64 (4/3 growth): stay well under it.
 MAX_BATCH_JSON_BYTES = 40_000
-
-
-class EnqueueFailed(RuntimeError):
-    """The message was not accepted by the queue service."""
 
 
 def encode_batch(texts: list[str]) -> str:

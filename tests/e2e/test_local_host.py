@@ -36,7 +36,7 @@ from shared.cli import main as cli
 from shared.client import transaction_payload
 from shared.simulator import simulate_for_volume
 from shared.storage import db
-from tests.support.waiting import wait_for
+from harness.waiting import wait_for
 
 APP_ROOT = Path(__file__).resolve().parents[2]
 FUNCTION_FOLDERS = ("label_function", "persist_function", "predict_function", "retrain_function")

@@ -14,7 +14,7 @@ import retrain_function
 from shared.client import transaction_payload
 from shared.services import import_history
 from shared.storage import db
-from tests.support.app import drain_queue, http_request
+from harness.app import drain_queue, http_request
 
 
 def test_request_to_retrained_model(app_with_model, model_factory, monkeypatch):

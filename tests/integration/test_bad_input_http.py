@@ -24,7 +24,7 @@ def served(azurite, model_factory, tmp_path_factory):
     """The function app under the dev host on 127.0.0.1 (Azurite, temporary SQLite, a published model)."""
     from devhost import FunctionHost
     from shared.app import reset_services
-    from tests.support.app import configure_app
+    from harness.app import configure_app
 
     database = tmp_path_factory.mktemp("bad-input") / "fraud.db"
     with pytest.MonkeyPatch.context() as monkeypatch:

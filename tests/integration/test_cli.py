@@ -25,7 +25,7 @@ def test_simulate_scores_onto_the_queue_and_records_labels(app_with_model, capsy
     assert cli(["simulate", "--count", "300", "--seed", "5"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["enqueued"] == 300 and summary["labels"] == 300 and summary["seed"] == 5
-    from tests.support.app import drain_queue
+    from harness.app import drain_queue
 
     assert len(drain_queue(app_with_model)) == 300
     assert db.table_counts(app_with_model.engine)["labels"] == 300
@@ -86,7 +86,7 @@ def test_db_check_on_an_unreachable_sql_server_fails_clearly_without_leaking_the
 def test_poison_messages_can_be_listed_and_requeued(app_env, capsys):
     from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-    from tests.support.app import drain_queue
+    from harness.app import drain_queue
 
     poison = QueueClient.from_connection_string(app_env.settings.storage_connection, app_env.settings.poison_queue,
                                                 message_encode_policy=TextBase64EncodePolicy())

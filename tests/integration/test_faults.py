@@ -24,7 +24,7 @@ import requests
 
 from scripts.fault_run import (FaultSchedule, PostgresSwitch, RetryingClient, audit, outage, send_all,
                                transactions)
-from tests.support.app import configure_app
+from harness.app import configure_app
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_SETTINGS = {"AzureWebJobs.retrain_function.Disabled": "true"}
@@ -34,7 +34,7 @@ HOST_SETTINGS = {"AzureWebJobs.retrain_function.Disabled": "true"}
 def postgres_server():
     """A PostgreSQL cluster of this module's own: the fault test stops and starts it."""
     from tests.conftest import _unavailable
-    from tests.support.services import ServiceUnavailable, start_postgres
+    from harness.servers import ServiceUnavailable, start_postgres
 
     try:
         server = start_postgres()

@@ -48,7 +48,7 @@ def served(azurite, model_factory, tmp_path, monkeypatch):
     """The real function folders under the dev host on 127.0.0.1, keys required, a model published."""
     from devhost import FunctionHost
     from shared.app import reset_services
-    from tests.support.app import configure_app
+    from harness.app import configure_app
 
     services = configure_app(monkeypatch, azurite.connection_string, f"sqlite:///{tmp_path / 'fraud.db'}",
                              suffix=uuid.uuid4().hex[:10], MODEL_REFRESH_SECONDS="600")

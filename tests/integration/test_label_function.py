@@ -7,7 +7,7 @@ import persist_function
 from azure.functions.queue import QueueMessage
 from shared.schema import ScoredTransaction, Transaction
 from shared.storage import db
-from tests.support.app import http_request
+from harness.app import http_request
 
 
 def post(body, **kwargs):

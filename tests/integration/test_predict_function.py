@@ -5,7 +5,7 @@ import pytest
 
 import predict_function
 from shared.schema import parse_scored_message
-from tests.support.app import drain_queue, http_request
+from harness.app import drain_queue, http_request
 
 TX = {"transaction_id": "tx-42", "timestamp": "2026-11-23T10:00:00Z", "customer_id": "C000001",
       "terminal_id": "T000001", "amount": 57.3}

@@ -10,7 +10,7 @@ from shared.retraining import run_retraining
 from shared.services import import_history
 from shared.storage import db
 from shared.storage.blob import LockHeld
-from tests.support.app import SMALL_PARAMS
+from harness.app import SMALL_PARAMS
 
 
 def runs(services):

@@ -30,7 +30,7 @@ import requests
 
 import predict_function
 from devhost.azurite import ACCOUNT_KEY, free_port
-from tests.support.app import configure_app, http_request
+from harness.app import configure_app, http_request
 
 ROOT = Path(__file__).resolve().parents[2]
 TX = {"customer_id": "C000001", "terminal_id": "T000001", "amount": 57.3}

@@ -15,17 +15,14 @@ from shared.backtest import (
     HANDBOOK_FEATURES,
     BacktestConfig,
     BacktestDataError,
-    add_arguments,
     card_precision_at_k,
     check_coverage,
     day_number,
     day_numbers,
     fold_windows,
     known_compromised,
-    main,
-    params_from_args,
-    resolve_features,
 )
+from shared.backtest_cli import add_arguments, main, params_from_args, resolve_features
 from shared.simulator import SimulationConfig, simulate_transactions, write_csv
 from shared.training import TrainingParams
 

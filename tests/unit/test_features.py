@@ -1,4 +1,5 @@
-"""Offline feature definitions on hand-built histories with known answers."""
+"""Feature definitions on hand-built histories with known answers, and the fast pandas path
+against an obviously-right row-by-row implementation of the bucketed windows."""
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -6,21 +7,28 @@ import pandas as pd
 import pytest
 
 from shared.features import (
+    BUCKETS,
+    CUSTOMER,
     DEFAULT_SPEC,
+    TERMINAL,
     FeatureSpec,
+    aggregate,
+    compute_aggregates,
     compute_features,
     empty_aggregates,
+    epoch_hour,
     features_for_one,
+    union,
 )
 
-T0 = datetime(2026, 5, 4, 12, 0, tzinfo=timezone.utc)  # a Monday
+T0 = datetime(2026, 5, 4, 12, 30, tzinfo=timezone.utc)  # a Monday, half past noon
 
 
 def frame(rows):
     return pd.DataFrame(rows, columns=["transaction_id", "timestamp", "customer_id", "terminal_id", "amount", "label"])
 
 
-def test_customer_windows_include_the_transaction_and_exclude_older_rows():
+def test_customer_windows_are_whole_hours_plus_the_current_hour_so_far():
     history = frame([
         ("a", T0 - timedelta(days=40), "C", "T1", 100.0, 0),   # outside every window
         ("b", T0 - timedelta(days=10), "C", "T1", 30.0, 0),    # 30d only
@@ -36,23 +44,43 @@ def test_customer_windows_include_the_transaction_and_exclude_older_rows():
     assert f.amount_to_customer_mean_30d == pytest.approx(40 / 25)
 
 
-def test_window_edge_is_exclusive_at_start():
-    history = frame([("a", T0 - timedelta(days=1), "C", "T", 5.0, 0), ("b", T0, "C", "T", 7.0, 0)])
-    f = compute_features(history).loc[1]
-    assert f.customer_nb_tx_1d == 1  # (t - 1d, t] excludes a row exactly one day earlier
-    assert f.customer_nb_tx_7d == 2
-
-
-def test_terminal_windows_are_delayed_and_use_true_labels():
+def test_customer_window_edge_is_the_hour_bucket():
+    """The 1-day window is the 24 whole hours before the transaction's hour plus that hour so
+    far: a row 24h30m earlier (hour 12 the day before) is inside, 25h earlier is not."""
     history = frame([
-        ("r1", T0 - timedelta(days=2), "C1", "T", 1.0, 1),     # inside the delay: unknown yet
-        ("r2", T0 - timedelta(days=7, hours=1), "C2", "T", 1.0, 1),   # 1d delayed window
-        ("r3", T0 - timedelta(days=10), "C3", "T", 1.0, 0),    # 7d delayed window
-        ("r4", T0 - timedelta(days=20), "C4", "T", 1.0, 1),    # 30d delayed window
-        ("r5", T0 - timedelta(days=20), "C4", "T", 1.0, np.nan),  # unknown label counts as genuine
+        ("in", T0 - timedelta(hours=24, minutes=30), "C", "T", 5.0, 0),   # 12:00 yesterday
+        ("out", T0 - timedelta(hours=25), "C", "T", 6.0, 0),              # 11:30 yesterday
+        ("now", T0, "C", "T", 7.0, 0),
+    ])
+    f = compute_features(history).loc[2]
+    assert f.customer_nb_tx_1d == 2
+    assert f.customer_nb_tx_7d == 3
+
+
+def test_current_hour_counts_only_earlier_rows_in_time_then_id_order():
+    history = frame([
+        ("b", T0, "C", "T", 2.0, 0),
+        ("a", T0, "C", "T", 4.0, 0),
+        ("later", T0 + timedelta(minutes=5), "C", "T", 8.0, 0),
+    ])
+    f = compute_features(history)
+    assert f.loc[1, "customer_nb_tx_1d"] == 1  # "a" sorts first: sees only itself
+    assert f.loc[0, "customer_nb_tx_1d"] == 2
+    assert f.loc[2, "customer_nb_tx_1d"] == 3
+
+
+def test_terminal_windows_are_whole_days_before_the_label_delay():
+    day = T0.replace(hour=0, minute=0)
+    history = frame([
+        ("r1", day - timedelta(days=2), "C1", "T", 1.0, 1),                     # inside the delay
+        ("r2", day - timedelta(days=8) + timedelta(hours=23), "C2", "T", 1.0, 1),  # day B-8: the 1d window
+        ("r3", day - timedelta(days=7) + timedelta(hours=1), "C2", "T", 1.0, 1),   # day B-7: still delayed
+        ("r4", day - timedelta(days=10), "C3", "T", 1.0, 0),                    # 7d delayed window
+        ("r5", day - timedelta(days=20), "C4", "T", 1.0, 1),                    # 30d delayed window
+        ("r6", day - timedelta(days=20), "C4", "T", 1.0, np.nan),               # unknown counts as genuine
         ("now", T0, "C5", "T", 1.0, 0),
     ])
-    f = compute_features(history).loc[5]
+    f = compute_features(history).loc[6]
     assert (f.terminal_nb_tx_1d, f.terminal_risk_1d) == (1, 1.0)
     assert (f.terminal_nb_tx_7d, f.terminal_risk_7d) == (2, 0.5)
     assert (f.terminal_nb_tx_30d, f.terminal_risk_30d) == (4, 0.5)
@@ -64,13 +92,6 @@ def test_time_flags_in_utc():
     f = compute_features(history)
     assert (f.loc[0, "is_weekend"], f.loc[0, "is_night"]) == (1.0, 1.0)
     assert (f.loc[1, "is_weekend"], f.loc[1, "is_night"]) == (0.0, 0.0)
-
-
-def test_ties_are_ordered_by_transaction_id():
-    history = frame([("b", T0, "C", "T", 2.0, 0), ("a", T0, "C", "T", 4.0, 0)])
-    f = compute_features(history)
-    assert f.loc[1, "customer_nb_tx_1d"] == 1  # "a" sorts first: sees only itself
-    assert f.loc[0, "customer_nb_tx_1d"] == 2
 
 
 def test_result_keeps_the_input_index_and_order():
@@ -87,6 +108,82 @@ def test_online_fallback_is_the_transaction_alone():
     assert list(f) == DEFAULT_SPEC.names
 
 
-def test_spec_history_days():
+def test_spec_round_trip_and_refusals():
+    spec = FeatureSpec(customer_windows=(1, 3), terminal_windows=(2,), delay_days=5)
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    # Published before bucketed windows: no layout recorded, served with today's.
+    legacy = {"customer_windows": [1, 7, 30], "terminal_windows": [1, 7, 30], "delay_days": 7}
+    assert FeatureSpec.from_dict(legacy) == DEFAULT_SPEC and DEFAULT_SPEC.buckets == BUCKETS
+    with pytest.raises(ValueError, match="does not know"):
+        FeatureSpec.from_dict({**legacy, "future_feature": True})
+    with pytest.raises(ValueError, match="bucket layout"):
+        FeatureSpec.from_dict({**legacy, "buckets": "customer-minute"})
+
+
+def test_spec_history_days_and_shared_aggregates():
     assert DEFAULT_SPEC.history_days == 37
-    assert FeatureSpec(customer_windows=(1,), terminal_windows=(1,), delay_days=0).history_days == 1
+    other = FeatureSpec(terminal_windows=(7,), delay_days=3)
+    names = {a.name for a in union(DEFAULT_SPEC, other)}
+    # Same customer windows: shared; another delay: another terminal aggregate.
+    assert len(names) == len(DEFAULT_SPEC.aggregates()) + 2
+
+
+# --- the fast path against a slow, obviously-right one -----------------------------------
+
+ALL_MEASURES = [
+    aggregate(CUSTOMER, "count", 24, 0), aggregate(CUSTOMER, "sum", 24 * 7, 0),
+    aggregate(CUSTOMER, "sumsq", 24 * 30, 0), aggregate(CUSTOMER, "max", 24 * 30, 0),
+    aggregate(CUSTOMER, "max", 24 * 30, 24 * 7 + 1), aggregate(CUSTOMER, "sum", 24 * 30, 24 * 7 + 1),
+    aggregate(TERMINAL, "count", 14, 8), aggregate(TERMINAL, "frauds", 37, 8),
+    aggregate(TERMINAL, "last_fraud_day", 37, 8), aggregate(TERMINAL, "first_fraud_day", 37, 8),
+]
+
+
+def slow_aggregates(history: pd.DataFrame, wanted) -> dict[str, np.ndarray]:
+    """The bucketed window definitions, row by row."""
+    h = history.reset_index(drop=True)
+    ts = pd.to_datetime(h["timestamp"], utc=True)
+    hour = np.array([epoch_hour(t.to_pydatetime()) for t in ts])
+    day = hour // 24
+    ids = h["transaction_id"].to_numpy()
+    fraud = pd.to_numeric(h["label"], errors="coerce").fillna(0).to_numpy() == 1
+    out = {a.name: np.zeros(len(h)) for a in wanted}
+    for i in range(len(h)):
+        for a in wanted:
+            if a.entity == CUSTOMER:
+                rows = (h["customer_id"].to_numpy() == h["customer_id"][i]) & (hour >= hour[i] - a.start) & (
+                    hour <= hour[i] - a.end)
+                if a.end == 0:
+                    earlier = (ts < ts[i]).to_numpy() | ((ts == ts[i]).to_numpy() & (ids < ids[i]))
+                    rows &= (hour < hour[i]) | earlier
+                values = h["amount"].to_numpy()[rows]
+                out[a.name][i] = {"count": rows.sum(), "sum": values.sum(), "sumsq": (values ** 2).sum(),
+                                  "max": values.max() if len(values) else np.nan}[a.measure]
+            else:
+                rows = (h["terminal_id"].to_numpy() == h["terminal_id"][i]) & (day >= day[i] - a.start) & (
+                    day <= day[i] - a.end)
+                frauds = rows & fraud
+                out[a.name][i] = {"count": rows.sum(), "frauds": frauds.sum(),
+                                  "last_fraud_day": day[frauds].max() if frauds.any() else np.nan,
+                                  "first_fraud_day": day[frauds].min() if frauds.any() else np.nan}[a.measure]
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_aggregates_equal_the_slow_definition(seed):
+    rng = np.random.default_rng(seed)
+    n = 400
+    start = pd.Timestamp("2026-03-01", tz="UTC")
+    history = pd.DataFrame({
+        "transaction_id": [f"t{rng.integers(0, 10**6):07d}-{i}" for i in range(n)],
+        # Coarse times: ties on the same second and many rows per hour bucket.
+        "timestamp": start + pd.to_timedelta(rng.integers(0, 60 * 24 * 6, n) * 10, unit="min"),
+        "customer_id": rng.choice(["C1", "C2", "C3", "C4"], n),
+        "terminal_id": rng.choice(["T1", "T2", "T3"], n),
+        "amount": np.round(rng.gamma(2, 30, n), 2),
+        "label": rng.choice([0.0, 1.0, np.nan], n, p=[0.7, 0.1, 0.2]),
+    })
+    fast = compute_aggregates(history, wanted=ALL_MEASURES)
+    slow = slow_aggregates(history, ALL_MEASURES)
+    for a in ALL_MEASURES:
+        np.testing.assert_allclose(fast[a.name], slow[a.name], rtol=1e-9, atol=1e-9, equal_nan=True, err_msg=a.name)

@@ -10,7 +10,7 @@ from jsonschema import Draft7Validator
 from shared.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMAS = ROOT / "tests" / "support" / "schemas"
+SCHEMAS = ROOT / "tests" / "schemas"
 FUNCTIONS = sorted(p.parent.name for p in ROOT.glob("*/function.json"))
 
 

@@ -120,14 +120,41 @@ def test_huge_integer_amount_is_rejected_not_crashing():
 
 
 def test_labels_batch():
-    labels = validate_labels({"labels": [{"transaction_id": "a", "is_fraud": True},
-                                         {"transaction_id": "b", "is_fraud": False}]})
-    assert [(l.transaction_id, l.is_fraud) for l in labels] == [("a", True), ("b", False)]
+    batch = validate_labels({"labels": [{"transaction_id": "a", "is_fraud": True},
+                                        {"transaction_id": "b", "is_fraud": False}]})
+    assert [(l.transaction_id, l.is_fraud) for l in batch.labels] == [("a", True), ("b", False)]
+    assert batch.source == "api"
+    assert validate_labels({"source": "chargebacks", "labels": [{"transaction_id": "a", "is_fraud": True}]}).source \
+        == "chargebacks"
+    for bad in ("", "Chargebacks", "x" * 33, 7, "a b"):
+        with pytest.raises(ValidationError) as info:
+            validate_labels({"source": bad, "labels": [{"transaction_id": "a", "is_fraud": True}]})
+        assert fields(info.value) == {"source"}
     with pytest.raises(ValidationError) as info:
         validate_labels({"labels": [{"transaction_id": "a", "is_fraud": 1}, "x", {"is_fraud": True, "y": 1}]})
     assert fields(info.value) == {"labels[0].is_fraud", "labels[1]", "labels[2].transaction_id", "labels[2].y"}
     with pytest.raises(ValidationError):
         validate_labels({"labels": []})
+
+
+def test_timestamps_older_than_the_real_time_window_are_refused():
+    from datetime import timedelta
+
+    old = (NOW - timedelta(hours=25)).isoformat()
+    with pytest.raises(ValidationError) as info:
+        validate_transaction({**VALID, "timestamp": old}, now=NOW)
+    assert fields(info.value) == {"timestamp"} and "24 hours old" in info.value.errors[0].message
+    assert validate_transaction({**VALID, "timestamp": old}, now=NOW, max_age=timedelta(hours=48))
+    assert validate_transaction({**VALID, "timestamp": (NOW - timedelta(hours=23)).isoformat()}, now=NOW)
+
+
+def test_replay_differences_ignore_a_missing_timestamp():
+    first = validate_transaction({**VALID, "transaction_id": "r1"}, now=NOW)
+    retry = validate_transaction({k: v for k, v in VALID.items() if k != "timestamp"} | {"transaction_id": "r1"},
+                                 now=NOW)
+    assert not retry.timestamp_given and first.differences(retry) == []
+    changed = validate_transaction({**VALID, "transaction_id": "r1", "amount": 1.0}, now=NOW)
+    assert first.differences(changed) == ["amount"]
 
 
 def test_queue_message_round_trip_and_malformed():

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy.dialects import mssql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from shared.storage import db
+from shared.storage import engines, schema, sqlserver
 
 PORTAL_ODBC = ("Driver={ODBC Driver 18 for SQL Server};Server=tcp:fraud-sql.database.windows.net,1433;"
                "Database=frauddb;Uid=fraudapp;Pwd={p@ss;word};Encrypt=yes;TrustServerCertificate=no;"
@@ -18,11 +18,11 @@ MANAGED_IDENTITY = ("Server=tcp:fraud-sql.database.windows.net,1433;Database=fra
 
 
 def odbc_pairs(text: str) -> dict[str, str]:
-    return {k: v for k, v in db._split_connection_string(text)}
+    return {k: v for k, v in sqlserver._split_connection_string(text)}
 
 
 def test_portal_odbc_string_kept_with_driver_18():
-    pairs = odbc_pairs(db.odbc_connection_string(PORTAL_ODBC))
+    pairs = odbc_pairs(sqlserver.odbc_connection_string(PORTAL_ODBC))
     assert pairs["Driver"] == "{ODBC Driver 18 for SQL Server}"
     assert pairs["Pwd"] == "{p@ss;word}"  # braces protect the semicolon
     assert pairs["Server"] == "tcp:fraud-sql.database.windows.net,1433"
@@ -30,7 +30,7 @@ def test_portal_odbc_string_kept_with_driver_18():
 
 
 def test_ado_net_string_is_translated_to_odbc():
-    pairs = odbc_pairs(db.odbc_connection_string(PORTAL_ADO))
+    pairs = odbc_pairs(sqlserver.odbc_connection_string(PORTAL_ADO))
     assert pairs["Driver"] == "{ODBC Driver 18 for SQL Server}"
     assert (pairs["Database"], pairs["Uid"], pairs["Pwd"]) == ("frauddb", "fraudapp", "s3cret")
     assert pairs["Encrypt"] == "yes" and pairs["TrustServerCertificate"] == "no"
@@ -38,46 +38,44 @@ def test_ado_net_string_is_translated_to_odbc():
 
 
 def test_managed_identity_maps_to_odbc_msi():
-    pairs = odbc_pairs(db.odbc_connection_string(MANAGED_IDENTITY))
+    pairs = odbc_pairs(sqlserver.odbc_connection_string(MANAGED_IDENTITY))
     assert pairs["Authentication"] == "ActiveDirectoryMsi" and "Pwd" not in pairs
 
 
 def test_url_uses_mssql_pyodbc_and_wins_over_database_url():
-    url = db.database_url("sqlite:///x.db", PORTAL_ODBC)
+    url = engines.database_url("sqlite:///x.db", PORTAL_ODBC)
     assert url.startswith("mssql+pyodbc:///?odbc_connect=")
     odbc = parse_qs(urlsplit(url).query)["odbc_connect"][0]
     assert "ODBC Driver 18 for SQL Server" in odbc and "frauddb" in odbc
-    assert db.database_url("sqlite:///x.db", "") == "sqlite:///x.db"
+    assert engines.database_url("sqlite:///x.db", "") == "sqlite:///x.db"
 
 
 def test_missing_server_is_an_error():
     with pytest.raises(ValueError):
-        db.odbc_connection_string("Database=x;Uid=y")
+        sqlserver.odbc_connection_string("Database=x;Uid=y")
 
 
 def test_password_never_shown_in_redacted_url():
-    url = db.database_url("", PORTAL_ADO)
-    assert "s3cret" not in db.redact_url(url)
-    assert "hunter2" not in db.redact_url("postgresql+psycopg://u:hunter2@h/db")
+    url = engines.database_url("", PORTAL_ADO)
+    assert "s3cret" not in engines.redact_url(url)
+    assert "hunter2" not in engines.redact_url("postgresql+psycopg://u:hunter2@h/db")
 
 
 def test_schema_compiles_to_tsql():
     dialect = mssql.dialect()
-    ddl = "\n".join(str(CreateTable(t).compile(dialect=dialect)) for t in db.metadata.sorted_tables)
+    ddl = "\n".join(str(CreateTable(t).compile(dialect=dialect)) for t in schema.metadata.sorted_tables)
     assert "BIGINT NOT NULL IDENTITY" in ddl
     assert "DATETIME2" in ddl or "DATETIME" in ddl
     assert "BIT" in ddl and "VARCHAR(64)" in ddl
     assert "CONSTRAINT uq_transactions_transaction_id UNIQUE (transaction_id)" in ddl
-    indexes = [str(CreateIndex(i).compile(dialect=dialect)) for i in db.transactions.indexes]
-    assert any("(customer_id, timestamp)" in i for i in indexes)
-    assert any("(terminal_id, timestamp)" in i for i in indexes)
-
-
+    assert "PRIMARY KEY (customer_id, hour)" in ddl and "PRIMARY KEY (terminal_id, day)" in ddl
+    indexes = [str(CreateIndex(i).compile(dialect=dialect)) for i in schema.transactions.indexes]
+    assert any("(customer_id, epoch_hour, timestamp) INCLUDE (amount)" in i for i in indexes)
 
 
 def test_engine_for_sqlserver_uses_pyodbc_and_fast_executemany():
     pyodbc = pytest.importorskip("pyodbc", reason="pyodbc needs unixODBC (libodbc.so.2): apt-get install unixodbc")
-    engine = db.create_db_engine(db.database_url("", PORTAL_ODBC))
+    engine = engines.create_db_engine(engines.database_url("", PORTAL_ODBC))
     assert engine.dialect.name == "mssql" and engine.dialect.driver == "pyodbc"
     assert engine.dialect.fast_executemany is True
     assert pyodbc  # imported only on this path
@@ -87,40 +85,59 @@ def test_sqlite_default_does_not_import_pyodbc():
     import subprocess
     import sys
 
-    code = ("import sys; from shared.storage import db; e = db.create_db_engine('sqlite://'); "
-            "db.create_schema(e); print('pyodbc' in sys.modules)")
+    code = ("import sys; from shared.storage import engines, schema; e = engines.create_db_engine('sqlite://'); "
+            "schema.create_schema(e); print('pyodbc' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
-def test_history_query_compiles_for_sqlserver(monkeypatch):
-    """The online feature query renders as valid T-SQL (compiled, not executed)."""
+def tsql(statement) -> str:
+    return str(statement.compile(dialect=mssql.dialect()))
+
+
+def test_online_history_query_compiles_to_tsql():
+    """The online feature query renders as T-SQL (compiled, not executed): bucket ranges
+    by integer arithmetic, no dialect date functions, no window frames."""
+    from shared.features import DEFAULT_SPEC
+    from shared.storage.history import history_statement
+
+    sql = tsql(history_statement(DEFAULT_SPEC))
+    assert "customer_buckets AS cb" in sql and "terminal_buckets AS tb" in sql and "transactions AS r" in sql
+    assert "BETWEEN" in sql and "OVER" not in sql and "RANGE" not in sql
+
+
+def test_training_queries_compile_to_tsql():
+    """The batch feature queries and the chunked row query render as T-SQL (TOP, GROUP BY)."""
     from datetime import datetime, timezone
 
     from shared.features import DEFAULT_SPEC
-    from shared.schema import Transaction
+    from shared.storage.training_data import Population, SamplePlan, TrainingData, aggregate_statements, rows_statement
 
+    data = TrainingData(engine=None)
+    x, label_row = schema.transactions.alias("x"), schema.labels.alias("l")
+    plan = SamplePlan(Population(datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 4, 1, tzinfo=timezone.utc),
+                                 unlabeled_genuine_before=datetime(2026, 3, 1, tzinfo=timezone.utc)), 1.0, 0.25)
+    selection = data._in_sample(plan, x, label_row)
+    rows = tsql(rows_statement(x, label_row, selection, 1000, 20_000))
+    assert "TOP" in rows and "ORDER BY x.id" in rows and "sample_key <=" in rows
+    for statement in aggregate_statements(DEFAULT_SPEC.aggregates(), x, label_row, x.c.id.between(1, 2)):
+        sql = tsql(statement)
+        assert "GROUP BY x.id" in sql and "LEFT OUTER JOIN" in sql
+
+
+def test_bucket_and_label_writes_compile_to_tsql():
+    """The SQL Server write path (no ON CONFLICT): the label flip returns the changed rows
+    with OUTPUT inserted.*, and bucket upserts are plain UPDATE/INSERT."""
+    import sqlalchemy as sa
+
+    from shared.storage.aggregates import rebuild_buckets
+
+    t = schema.transactions.c
+    flip = (schema.transactions.update().where(t.transaction_id.in_(["a"]), t.fraud_counted == sa.false())
+            .values(fraud_counted=True).returning(t.terminal_id, t.epoch_hour))
+    assert "OUTPUT inserted.terminal_id, inserted.epoch_hour" in tsql(flip)
     statements = []
-
-    class Connection:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def execute(self, statement, parameters=None):
-            statements.append(str(statement.compile(dialect=mssql.dialect())))
-            assert parameters["customer_id"] == "C" and parameters["terminal_id"] == "T"
-            raise RuntimeError("compiled only")
-
-    class Engine:
-        def connect(self):
-            return Connection()
-
-    tx = Transaction("t1", datetime(2026, 1, 1, tzinfo=timezone.utc), "C", "T", 1.0)
-    with pytest.raises(RuntimeError, match="compiled only"):
-        db.history_aggregates(Engine(), tx, DEFAULT_SPEC)
-    sql = statements[0]
-    assert "LEFT OUTER JOIN labels" in sql and "customer_history" in sql and "terminal_history" in sql
-    assert "[timestamp]" in sql or "timestamp" in sql
+    # A mock engine compiles every statement rebuild_buckets issues for SQL Server.
+    rebuild_buckets(sa.create_mock_engine("mssql+pyodbc://", lambda sql, *a, **k: statements.append(tsql(sql))))
+    assert any("INSERT INTO customer_buckets" in s and "GROUP BY" in s for s in statements)
+    assert any("epoch_hour / " in s for s in statements)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.waiting import wait_for  # noqa: F401  (the devhost tests import it from here)
+from harness.waiting import wait_for  # noqa: F401  (the devhost tests import it from here)
 
 ECHO = '''
 import json

@@ -1,4 +1,4 @@
-"""Start the real local services the tests need: Azurite and a PostgreSQL server.
+"""Start the real local services tests, benchmarks and scripts need: Azurite and PostgreSQL.
 
 Both run from this machine's own binaries in a temporary directory on free
 ports. When a service cannot be started locally the caller skips with the

@@ -1,0 +1,71 @@
+"""The promoted model as the serving process sees it: loaded once, refreshed now and then,
+and never replaced by a version that fails verification."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from .errors import ModelUnavailable
+from .model import ArtifactRejected, LoadedModel
+from .storage.blob import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+class ModelCache:
+    """The promoted model, loaded once per process and refreshed at most every
+    ``refresh_seconds``. If storage is unreachable, or a new version fails
+    verification, it keeps serving the last good model."""
+
+    RETRY_WHILE_EMPTY_SECONDS = 1.0
+
+    def __init__(self, store: ModelStore, refresh_seconds: float, clock=time.monotonic):
+        self._store = store
+        self._refresh_seconds = refresh_seconds
+        self._clock = clock
+        self._model: LoadedModel | None = None
+        self._checked_at: float | None = None
+        self._rejected: set[str] = set()
+        self._refreshing = threading.Lock()
+
+    def get(self) -> LoadedModel:
+        if self._model is None or self._due():
+            # One thread refreshes; the others keep scoring with the model they have. With
+            # no model yet they wait for the load in flight instead of failing with 503.
+            if self._refreshing.acquire(blocking=self._model is None):
+                try:
+                    if self._due():
+                        self._refresh()
+                finally:
+                    self._refreshing.release()
+        if self._model is None:
+            raise ModelUnavailable(
+                "no model is available yet: publish one with `python -m shared.cli init` or wait for retraining"
+            )
+        return self._model
+
+    def _due(self) -> bool:
+        if self._checked_at is None:
+            return True
+        interval = self._refresh_seconds if self._model else self.RETRY_WHILE_EMPTY_SECONDS
+        return self._clock() - self._checked_at >= interval
+
+    def _refresh(self) -> None:
+        self._checked_at = self._clock()
+        current = self._model.version if self._model else None
+        try:
+            version = self._store.current_version()
+        except Exception as exc:
+            log.warning("model pointer unreadable (%s); serving %s", type(exc).__name__, current)
+            return
+        if version is None or version == current or version in self._rejected:
+            return
+        try:
+            self._model = self._store.load(version)
+            log.info("model %s loaded (was %s)", version, current)
+        except ArtifactRejected as exc:
+            self._rejected.add(version)
+            log.error("model %s REFUSED: %s; serving %s", version, exc, current)
+        except Exception as exc:
+            log.warning("model %s could not be loaded (%s); serving %s", version, type(exc).__name__, current)

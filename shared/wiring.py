@@ -1,0 +1,157 @@
+"""Wiring: the adapters and use cases, built from settings once per process.
+
+Function entry points and the CLI call :func:`get_wiring`; tests build their own
+:class:`Wiring` from explicit settings (or call :func:`reset_wiring`).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+
+from azure.storage.queue import LinearRetry as QueueLinearRetry
+from sqlalchemy.engine import Engine
+
+from .config import Settings
+from .features import DEFAULT_SPEC, FeatureSpec
+from .model_cache import ModelCache
+from .storage.blob import ModelStore
+from .storage.clients import model_container, queue_client
+from .storage.engines import create_db_engine, database_url
+from .storage.history import HistoryReader
+from .storage.labels import LabelStore
+from .storage.queue import BatchingSender, TransactionQueue
+from .storage.runs import TrainingRunStore
+from .storage.training_data import TrainingData
+from .storage.transactions import TransactionStore
+from .usecases.labeling import Labeling
+from .usecases.persisting import Persisting
+from .usecases.retraining import Retraining, RetrainingSettings
+from .usecases.scoring import Scoring
+
+
+@dataclass
+class Wiring:
+    """Everything the use cases need, built lazily from settings."""
+
+    settings: Settings
+    spec: FeatureSpec = DEFAULT_SPEC
+
+    # --- database -----------------------------------------------------------------------
+
+    @cached_property
+    def database_url(self) -> str:
+        return database_url(self.settings.database_url, self.settings.sql_connection_string)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return create_db_engine(self.database_url)
+
+    @cached_property
+    def history_engine(self) -> Engine:
+        """Feature-history reads get their own pool and a server-side statement timeout."""
+        return create_db_engine(self.database_url, statement_timeout_ms=self.settings.history_timeout_ms,
+                                pool_size=8)
+
+    @cached_property
+    def training_engine(self) -> Engine:
+        """Training reads, e.g. from a read replica, so a retrain does not load the primary."""
+        url = database_url(self.settings.training_database_url, self.settings.training_sql_connection_string)
+        return create_db_engine(url) if url else self.engine
+
+    @cached_property
+    def transactions(self) -> TransactionStore:
+        return TransactionStore(self.engine)
+
+    @cached_property
+    def labels(self) -> LabelStore:
+        return LabelStore(self.engine)
+
+    @cached_property
+    def runs(self) -> TrainingRunStore:
+        return TrainingRunStore(self.engine)
+
+    @cached_property
+    def training_data(self) -> TrainingData:
+        return TrainingData(self.training_engine)
+
+    @cached_property
+    def history(self) -> HistoryReader:
+        return HistoryReader(self.history_engine, self.settings.history_timeout_ms)
+
+    # --- storage account ----------------------------------------------------------------
+
+    @cached_property
+    def store(self) -> ModelStore:
+        return ModelStore(model_container(self.settings), signing_key=self.settings.model_signing_key)
+
+    @cached_property
+    def queue(self) -> TransactionQueue:
+        # A predict call waits for the enqueue: fail fast (then 503) instead of the SDK's
+        # default of ten exponential retries.
+        client = queue_client(self.settings, self.settings.transactions_queue,
+                              retry_policy=QueueLinearRetry(backoff=0.2, random_jitter_range=0, retry_total=2),
+                              connection_timeout=2, read_timeout=5)
+        return TransactionQueue(client)
+
+    @cached_property
+    def sender(self) -> BatchingSender:
+        """Enqueues scored transactions, grouping concurrent requests into one message."""
+        return BatchingSender(self.queue)
+
+    @cached_property
+    def poison_queue(self) -> TransactionQueue:
+        return TransactionQueue(queue_client(self.settings, self.settings.poison_queue))
+
+    @cached_property
+    def models(self) -> ModelCache:
+        return ModelCache(self.store, self.settings.model_refresh_seconds)
+
+    # --- use cases ----------------------------------------------------------------------
+
+    @cached_property
+    def scoring(self) -> Scoring:
+        return Scoring(self.models, self.history, self.sender)
+
+    @cached_property
+    def persisting(self) -> Persisting:
+        return Persisting(self.transactions)
+
+    @cached_property
+    def labeling(self) -> Labeling:
+        return Labeling(self.labels)
+
+    @cached_property
+    def retraining(self) -> Retraining:
+        return Retraining(self.labels, self.runs, self.training_data, self.store,
+                          RetrainingSettings.from_settings(self.settings), spec=self.spec)
+
+    def close(self) -> None:
+        if "history" in self.__dict__:
+            self.history.close()
+        for name in ("engine", "history_engine", "training_engine"):
+            if name in self.__dict__:
+                self.__dict__[name].dispose()
+
+
+_wiring: Wiring | None = None
+_wiring_lock = threading.Lock()
+
+
+def get_wiring() -> Wiring:
+    """The process-wide wiring, built from the environment on first use."""
+    global _wiring
+    if _wiring is None:
+        with _wiring_lock:
+            if _wiring is None:
+                _wiring = Wiring(Settings.from_env())
+    return _wiring
+
+
+def reset_wiring() -> None:
+    """Forget the process-wide wiring (tests change settings between cases)."""
+    global _wiring
+    with _wiring_lock:
+        if _wiring is not None:
+            _wiring.close()
+        _wiring = None
