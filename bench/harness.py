@@ -71,7 +71,7 @@ class BenchApp:
     """An app environment: settings in os.environ, a SQLite history, a promoted model."""
 
     def __init__(self, env: "Environment", history_rows: int):
-        from shared.app import get_services, reset_services
+        from shared.wiring import get_wiring, reset_wiring
         from shared.cli import ensure_resources
         from shared.services import import_history
         from shared.simulator import simulate_for_volume
@@ -87,8 +87,8 @@ class BenchApp:
             "RETRAIN_SCHEDULE": "0 0 0 1 1 *",
         }
         os.environ.update(self.settings)
-        reset_services()
-        self.services = get_services()
+        reset_wiring()
+        self.services = get_wiring()
         ensure_resources(self.services)
         days = 183
         self.history = simulate_for_volume(history_rows, seed=11, n_days=days, start_date=history_start(days))
@@ -264,7 +264,7 @@ class Environment:
 
     def retrain(self, size: int) -> dict[str, Any]:
         """Run the retraining job on ``size`` labeled transactions in a fresh process."""
-        from shared.app import Services
+        from shared.wiring import Wiring
         from shared.cli import ensure_resources
         from shared.config import Settings
         from shared.services import import_history
@@ -277,7 +277,7 @@ class Environment:
             "MODEL_CONTAINER": f"rt-{suffix}",
             "DATABASE_URL": f"sqlite:///{self.workdir / f'retrain-{size}.db'}",
         }
-        services = Services(Settings.from_env(settings))
+        services = Wiring(Settings.from_env(settings))
         ensure_resources(services)
         days = 183
         import_history(services, simulate_for_volume(size, seed=21, n_days=days, start_date=history_start(days)))

@@ -24,11 +24,13 @@ Mirrored (with the host's defaults):
 * Request bodies over ``FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`` bytes (default
   104857600, 100 MB, the host's limit) get 413.
 * Keys: Core Tools does not check ``authLevel`` locally, and neither does
-  devhost by default. With ``DEVHOST_REQUIRE_KEYS=true`` and
-  ``DEVHOST_FUNCTION_KEY`` set, ``function`` and ``admin`` level functions
-  (``function`` is the default level) need that key in the
-  ``x-functions-key`` header or the ``code`` query parameter, else 401. The
-  key is never logged.
+  devhost by default. With ``DEVHOST_REQUIRE_KEYS=true``, ``function`` and
+  ``admin`` level functions (``function`` is the default level) need a key in
+  the ``x-functions-key`` header or the ``code`` query parameter, else 401:
+  the host key ``DEVHOST_FUNCTION_KEY`` (accepted by every function, as an
+  Azure host key is), or a function key ``DEVHOST_KEY_<function name>``
+  (accepted by that function only, as an Azure function key is — e.g. the
+  payment switch's key for predict cannot post labels). Keys are never logged.
 
 Not mirrored: CORS, proxies, the ``/admin`` API, host keys vs function keys
 (one key serves both levels), ASP.NET constraints other than int, long, bool,
@@ -197,7 +199,7 @@ class HttpFrontend:
                  body_limit: int = DEFAULT_BODY_LIMIT):
         self.routes = routes
         self.body_limit = body_limit
-        self.function_key = _required_key(settings)
+        self.keys = _Keys.from_settings(settings)
         wrong_method = (lookup_setting("DEVHOST_WRONG_METHOD_STATUS", settings) or "404").strip()
         if wrong_method not in ("404", "405"):
             raise DevHostError(f"DEVHOST_WRONG_METHOD_STATUS must be 404 or 405, got {wrong_method!r}")
@@ -240,19 +242,36 @@ class HttpFrontend:
         return None, {}, path_only
 
     def key_accepted(self, route: HttpRoute, headers, query: Mapping[str, str]) -> bool:
-        if self.function_key is None or route.auth_level == "anonymous":
+        if self.keys is None or route.auth_level == "anonymous":
             return True
-        given = headers.get("x-functions-key") or query.get("code") or ""
-        return hmac.compare_digest(given.encode("utf-8"), self.function_key.encode("utf-8"))
+        given = (headers.get("x-functions-key") or query.get("code") or "").encode("utf-8")
+        return any(hmac.compare_digest(given, key.encode("utf-8"))
+                   for key in self.keys.accepted(route.function.spec.name if route.function else ""))
 
 
-def _required_key(settings: Mapping[str, str]) -> str | None:
-    if (lookup_setting("DEVHOST_REQUIRE_KEYS", settings) or "").strip().lower() not in ("true", "1"):
-        return None
-    key = lookup_setting("DEVHOST_FUNCTION_KEY", settings) or ""
-    if not key:
-        raise DevHostError("DEVHOST_REQUIRE_KEYS=true needs a key in the setting DEVHOST_FUNCTION_KEY")
-    return key
+@dataclass(frozen=True)
+class _Keys:
+    """The host key (opens every function) and function keys (each opens its own function)."""
+
+    host_key: str | None
+    function_keys: dict[str, str]
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, str]) -> "_Keys | None":
+        """The keys, or None when keys are not enforced (the default, as with Core Tools)."""
+        if (lookup_setting("DEVHOST_REQUIRE_KEYS", settings) or "").strip().lower() not in ("true", "1"):
+            return None
+        prefix = "devhost_key_"
+        function_keys = {name[len(prefix):].casefold(): value for name, value in settings.items()
+                         if name.casefold().startswith(prefix) and value}
+        host_key = lookup_setting("DEVHOST_FUNCTION_KEY", settings) or None
+        if not host_key and not function_keys:
+            raise DevHostError("DEVHOST_REQUIRE_KEYS=true needs a key: DEVHOST_FUNCTION_KEY (every function) or "
+                               "DEVHOST_KEY_<function name> (that function only)")
+        return cls(host_key, function_keys)
+
+    def accepted(self, function: str) -> list[str]:
+        return [key for key in (self.host_key, self.function_keys.get(function.casefold())) if key]
 
 
 class _Server(ThreadingHTTPServer):

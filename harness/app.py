@@ -3,18 +3,23 @@ into any container, and the Functions host's request/message objects."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import azure.functions as func
 from azure.functions.queue import QueueMessage
 
 from shared.cli import ensure_resources
+from shared.config import Settings
 from shared.features import DEFAULT_SPEC, FeatureSpec
 from shared.simulator import simulate_for_volume
 from shared.training import TrainingParams
 from shared.usecases.publishing import Candidate, history_frame, package_candidate, publish_candidate, train_candidate
+from shared.usecases.retraining import Retraining, RetrainingSettings
+from shared.storage.runs import TrainingRun
 from shared.wiring import Wiring, get_wiring, reset_wiring
 
 SMALL_PARAMS = TrainingParams(n_estimators=20, max_depth=8, n_jobs=1)
@@ -57,16 +62,22 @@ def configure_app(monkeypatch: Any, storage: str, database_url: str, suffix: str
     return wiring
 
 
-class ModelFactory:
-    """One model trained on simulated history, publishable into any container."""
+def recent_start(days: int) -> str:
+    """The first day of a ``days``-long history that ends yesterday (UTC): inside every
+    training window, and labels already old enough to count as matured or delayed."""
+    return (datetime.now(timezone.utc) - timedelta(days=days + 1)).date().isoformat()
 
-    def __init__(self, rows: int = 30_000, seed: int = 7, days: int = 30, start_date: str = "2026-09-01",
+
+class ModelFactory:
+    """One model trained on simulated history (ending yesterday), publishable into any container."""
+
+    def __init__(self, rows: int = 30_000, seed: int = 7, days: int = 30, start_date: str | None = None,
                  params: TrainingParams = SMALL_PARAMS, spec: FeatureSpec = DEFAULT_SPEC):
         self.params = params
         self.spec = spec
-        self.history = simulate_for_volume(rows, seed=seed, n_days=days, start_date=start_date)
+        self.history = simulate_for_volume(rows, seed=seed, n_days=days, start_date=start_date or recent_start(days))
         self.candidate: Candidate = train_candidate(history_frame(self.history, spec.aggregates()), spec, params,
-                                                    "max_f1")
+                                                    "max_f1", costs=Settings().costs)
 
     def publish(self, store: Any, promote: bool = True, signing_key: str = "", compiled: bool = True,
                 report: bool = False) -> str:
@@ -77,6 +88,16 @@ class ModelFactory:
             package.metadata["onnx"] = None
         kwargs = {} if report else {"report_builder": None}
         return publish_candidate(store, package, self.candidate, promote, **kwargs)
+
+
+def retrain(wiring: Wiring, force: bool = False, trigger: str = "test", params: TrainingParams = SMALL_PARAMS,
+            report_builder: Any = None, **settings: Any) -> TrainingRun:
+    """The retraining use case on ``wiring``'s stores with small models (and no report unless
+    one is given); ``settings`` override RetrainingSettings fields, e.g. ``gate=GateRules(...)``."""
+    retraining = Retraining(wiring.labels, wiring.runs, wiring.training_data, wiring.store,
+                            dataclasses.replace(RetrainingSettings.from_settings(wiring.settings), **settings),
+                            spec=wiring.spec, params=params, report_builder=report_builder)
+    return retraining.run(trigger=trigger, force=force)
 
 
 def http_request(body: Any = None, *, raw: bytes | None = None, content_type: str | None = "application/json",

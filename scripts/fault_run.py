@@ -70,28 +70,17 @@ def app_settings(storage: str, database_url: str, suffix: str, **extra: str) -> 
 def prepare_app(values: dict[str, str], seed: int = 7) -> str:
     """Tables, container and queues, and a small model trained on simulated history, published
     and promoted; returns its version."""
-    from shared.app import Services
+    from harness.app import ModelFactory
     from shared.cli import ensure_resources
     from shared.config import Settings
-    from shared.features import DEFAULT_SPEC
-    from shared.model import new_version
-    from shared.retraining import package_candidate, train_candidate
-    from shared.simulator import simulate_for_volume
-    from shared.training import TrainingParams
+    from shared.wiring import Wiring
 
-    services = Services(Settings.from_env(values))
+    wiring = Wiring(Settings.from_env(values))
     try:
-        ensure_resources(services)
-        params = TrainingParams(n_estimators=20, max_depth=8, n_jobs=1)
-        history = simulate_for_volume(30_000, seed=seed, n_days=30, start_date="2026-09-01")
-        candidate = train_candidate(history, DEFAULT_SPEC, params, "max_f1")
-        version = new_version()
-        model_bytes, metadata, files = package_candidate(version, candidate, params, "max_f1", DEFAULT_SPEC, "")
-        services.store.publish(version, model_bytes, metadata, files)
-        services.store.promote(version, reason="fault run")
-        return version
+        ensure_resources(wiring)
+        return ModelFactory(seed=seed).publish(wiring.store)
     finally:
-        services.close()
+        wiring.close()
 
 
 def stop_all(host, postgres, azurite, workdir: Path, keep: bool) -> None:
@@ -380,10 +369,11 @@ def stored_counts(database_url: str, ids: Iterable[str]) -> dict[str, int]:
     """{transaction_id: rows} for the given ids that are in the database."""
     import sqlalchemy as sa
 
-    from shared.storage import db
+    from shared.storage.engines import create_db_engine
+    from shared.storage.schema import transactions
 
-    engine = db.create_db_engine(database_url)
-    column = db.transactions.c.transaction_id
+    engine = create_db_engine(database_url)
+    column = transactions.c.transaction_id
     wanted = sorted(set(ids))
     counts: dict[str, int] = {}
     try:

@@ -214,6 +214,9 @@ def cmd_labels(wiring: Wiring, args: argparse.Namespace) -> int:
     elif args.action == "list":
         _print(wiring.labels.events(which, limit=args.limit))
     elif args.action == "revoke":
+        if which == LabelFilter():
+            print("labels revoke: name a --source, --key-id or --since/--until range", file=sys.stderr)
+            return 2
         revoked = wiring.labels.revoke(which)
         print(f"revoked {revoked} label(s); the transactions they labeled fall back to their earlier labels")
     elif args.action == "expire":
@@ -233,9 +236,40 @@ def cmd_rebuild(wiring: Wiring, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules(wiring: Wiring, args: argparse.Namespace) -> int:
+    """Operator rules: allow/deny lists and amount limits, applied before the model."""
+    from .rules import RuleError, parse_rule
+    from .storage.schema import create_schema
+
+    create_schema(wiring.engine)
+    if args.action == "add":
+        try:
+            rule = parse_rule(args.kind, args.value, note=args.note, expires_at=args.expires)
+        except RuleError as exc:
+            print(f"rules add: {exc.field}: {exc.message}", file=sys.stderr)
+            return 2
+        rule_id = wiring.rules.add(rule)
+        print(f"rule {rule_id} added: {rule.kind} {rule.value}"
+              + (f" until {rule.expires_at.isoformat()}" if rule.expires_at else ""))
+    elif args.action == "list":
+        now = datetime.now(timezone.utc)
+        _print([{"id": rule_id, **rule.to_dict(), "active": rule.active(now)} for rule_id, rule in wiring.rules.all()])
+    else:
+        if args.id is None:
+            print("rules remove: give the rule id (see `rules list`)", file=sys.stderr)
+            return 2
+        if not wiring.rules.remove(args.id):
+            print(f"rules remove: no rule {args.id}", file=sys.stderr)
+            return 1
+        print(f"rule {args.id} removed")
+    return 0
+
+
 def _timestamp(text: str) -> datetime:
     from .schema import parse_timestamp
 
+    if len(text) == 10:  # a date: its midnight
+        text += "T00:00:00"
     try:
         return parse_timestamp(text if ("+" in text[10:] or text.endswith("Z")) else text + "+00:00")
     except ValueError as exc:
@@ -307,6 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     labels.add_argument("--until", type=_timestamp, help="received before (ISO-8601, UTC if no offset)")
     labels.add_argument("--limit", type=int, default=100)
     labels.set_defaults(handler=cmd_labels)
+
+    rules = commands.add_parser("rules", help="allow/deny lists and amount limits applied before the model")
+    rule_actions = rules.add_subparsers(dest="action", required=True)
+    add = rule_actions.add_parser("add", help="add a rule")
+    add.add_argument("kind", help="deny_customer | deny_terminal | allow_customer | allow_terminal | "
+                                  "max_amount | review_amount")
+    add.add_argument("value", help="a customer or terminal id, or an amount")
+    add.add_argument("--note", help="why (shown in `rules list`)")
+    add.add_argument("--expires", help="when the rule stops applying (ISO-8601 with offset)")
+    rule_actions.add_parser("list", help="every rule, with its id and whether it applies now")
+    remove = rule_actions.add_parser("remove", help="remove a rule by id")
+    remove.add_argument("id", type=int, nargs="?")
+    rules.set_defaults(handler=cmd_rules)
 
     rebuild = commands.add_parser("rebuild-aggregates", help="recompute the feature buckets from stored rows")
     rebuild.set_defaults(handler=cmd_rebuild)

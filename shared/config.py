@@ -9,7 +9,10 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from .decisions import CostModel
 
 # Azurite's well-known development connection string (public, documented by Microsoft).
 DEVELOPMENT_STORAGE = "UseDevelopmentStorage=true"
@@ -44,6 +47,21 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float = -math
         raise ConfigurationError(f"setting {name} must be a number, got {raw!r}") from exc
     if not low <= value <= high:
         raise ConfigurationError(f"setting {name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip() or default
+    if value not in allowed:
+        raise ConfigurationError(f"setting {name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _fraud_loss(env: Mapping[str, str]) -> str:
+    """FRAUD_LOSS: ``amount`` (an approved fraud loses its amount) or a fixed loss per fraud."""
+    value = env.get("FRAUD_LOSS", "").strip() or "amount"
+    if value != "amount":
+        _float({"FRAUD_LOSS": value}, "FRAUD_LOSS", 0.0, low=0.0)
     return value
 
 
@@ -82,6 +100,11 @@ class Settings:
     label_maturity_days: int = 14
     guard_max_rows: int = 20_000
     label_orphan_days: int = 7
+    # Decisions: approve / review / decline by expected cost, or one cut (THRESHOLD_RULE).
+    decision_policy: str = "cost"
+    review_cost: float = 5.0
+    decline_cost: float = 25.0
+    fraud_loss: str = "amount"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -119,12 +142,24 @@ class Settings:
             label_maturity_days=_int(env, "LABEL_MATURITY_DAYS", 14),
             guard_max_rows=_int(env, "GUARD_MAX_ROWS", 20_000, minimum=100),
             label_orphan_days=_int(env, "LABEL_ORPHAN_DAYS", 7, minimum=1),
+            decision_policy=_choice(env, "DECISION_POLICY", "cost", ("cost", "threshold")),
+            review_cost=_float(env, "REVIEW_COST", 5.0, low=0.0),
+            decline_cost=_float(env, "DECLINE_COST", 25.0, low=0.0),
+            fraud_loss=_fraud_loss(env),
         )
 
     @property
     def predict_max_age(self) -> "timedelta":
         """How old a transaction's timestamp may be when it is scored."""
         return timedelta(hours=self.predict_max_age_hours)
+
+    @property
+    def costs(self) -> "CostModel":
+        """The economics decision bands are chosen by (REVIEW_COST, DECLINE_COST, FRAUD_LOSS)."""
+        from .decisions import CostModel
+
+        loss = self.fraud_loss if self.fraud_loss == "amount" else float(self.fraud_loss)
+        return CostModel(review_cost=self.review_cost, decline_cost=self.decline_cost, fraud_loss=loss)
 
     @property
     def poison_queue(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from typing import Any, Callable
 
 import azure.functions as func
@@ -49,12 +50,19 @@ def prediction_body(prediction: Prediction) -> dict[str, Any]:
     scored = prediction.scored
     body: dict[str, Any] = {
         "transaction_id": scored.transaction.transaction_id,
+        "decision": scored.decision or ("decline" if scored.is_fraud else "approve"),
         "fraud_probability": round(scored.fraud_probability, 6),
         "is_fraud": scored.is_fraud,
-        "threshold": round(prediction.threshold, 6),
+        # The decline threshold (null: nothing is declined on score alone).
+        "threshold": round(prediction.threshold, 6) if math.isfinite(prediction.threshold) else None,
+        "review_threshold": round(scored.review_threshold, 6) if scored.review_threshold is not None else None,
         "model_version": scored.model_version,
         "scored_at": format_timestamp(scored.scored_at),
     }
+    if scored.rule:
+        body["rule"] = scored.rule
+    if scored.reasons:
+        body["reasons"] = scored.reasons
     if scored.degraded:
         body["degraded"] = True
     return body

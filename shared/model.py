@@ -21,6 +21,8 @@ import numpy as np
 
 
 if TYPE_CHECKING:
+    from .decisions import Bands
+    from .explain import ForestExplainer
     from .features import FeatureSpec
 
 
@@ -131,6 +133,7 @@ class LoadedModel:
     metadata: dict[str, Any]
     score_rows: Callable[[np.ndarray], np.ndarray]  # 2-D rows in ``features`` order → probabilities
     compiled: bool = False
+    explainer: "ForestExplainer | None" = None  # per-decision reasons (exact tree-path contributions)
 
     @property
     def features(self) -> list[str]:
@@ -144,6 +147,15 @@ class LoadedModel:
     @property
     def threshold(self) -> float:
         return float(self.metadata["threshold"])
+
+    def bands(self, policy: str = "cost") -> "Bands":
+        """The decision thresholds: by cost (approve / review / decline) when the version has
+        them and ``policy`` is "cost", else one cut at ``threshold`` (THRESHOLD_RULE)."""
+        from .decisions import Bands
+
+        if policy == "cost" and self.metadata.get("bands"):
+            return Bands.from_dict(self.metadata["bands"])
+        return Bands(self.threshold, self.threshold)
 
     def score(self, features: dict[str, float]) -> float:
         row = np.array([[features[name] for name in self.metadata["features"]]], dtype=np.float64)

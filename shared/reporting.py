@@ -73,12 +73,20 @@ def build_report(candidate: Any, metadata: dict[str, Any]) -> dict[str, bytes]:
         axes.barh(np.array(candidate.features)[order], importances[order])
         axes.set(xlabel="mean decrease in impurity", title="Feature importances")
 
-    pngs = {
+    pngs = {}
+    if candidate.bands is not None and candidate.costs is not None and candidate.validation is not None:
+        from .decisions import cost_curve, plot_cost_curve
+
+        validation = candidate.validation
+        curve = cost_curve(validation["label"], validation["score"], validation["amount"], candidate.costs,
+                           sample_weight=validation["weight"])
+        pngs["cost_curve.png"] = plot_cost_curve(curve, candidate.bands)
+    pngs.update({
         "pr_curve.png": _figure_png(pr),
         "roc_curve.png": _figure_png(roc),
         "score_histogram.png": _figure_png(histogram),
         "feature_importance.png": _figure_png(importance),
-    }
+    })
     summary = {
         "version": metadata["version"],
         "threshold": threshold,
@@ -88,8 +96,21 @@ def build_report(candidate: Any, metadata: dict[str, Any]) -> dict[str, bytes]:
         "gate": metadata.get("gate"),
         "windows": metadata["windows"],
         "sampling": metadata.get("sampling"),
+        "bands": metadata.get("bands"),
+        "costs": metadata.get("costs"),
+        "decision_metrics": metadata.get("decision_metrics"),
         "feature_importances": dict(zip(candidate.features, map(float, importances))),
     }
+    bands = metadata.get("bands")
+    bands_html = ""
+    if bands:
+        cells = "".join(f"<tr><td>{html.escape(str(row.get('band', '')))}</td><td>"
+                        f"{html.escape(json.dumps({k: v for k, v in row.items() if k != 'band'}))}</td></tr>"
+                        for row in bands.get("table", []))
+        bands_html = (f"<h2>Decisions by cost</h2><p>review from {bands['review_threshold']}, decline from "
+                      f"{bands['decline_threshold']}; expected cost per 1,000 transactions "
+                      f"{bands['expected_cost_per_1000']:.2f} (validation, costs "
+                      f"{html.escape(json.dumps(metadata.get('costs')))})</p><table>{cells}</table>")
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{v:.4f}</td></tr>" if isinstance(v, float)
         else f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
@@ -104,7 +125,9 @@ def build_report(candidate: Any, metadata: dict[str, Any]) -> dict[str, bytes]:
 <code>{html.escape(metadata['threshold_rule'])}</code> on {metadata['validation_rows']} validation transactions.</p>
 <h2>Out-of-time holdout ({metadata['holdout_rows']} transactions)</h2><table>{rows}</table>
 <p>Gate: {'promoted' if gate.get('promoted') else 'not promoted'} — {html.escape(str(gate.get('reason', '')))}</p>
+{bands_html}
 <img src="pr_curve.png"><img src="roc_curve.png"><img src="score_histogram.png"><img src="feature_importance.png">
+{'<img src="cost_curve.png">' if "cost_curve.png" in pngs else ""}
 </body></html>"""
     files = {f"report/{name}": data for name, data in pngs.items()}
     files["report/metrics.json"] = json.dumps(summary, indent=2, default=float).encode()

@@ -8,26 +8,30 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from azure.storage.queue import LinearRetry as QueueLinearRetry
 from sqlalchemy.engine import Engine
 
 from .config import Settings
 from .features import DEFAULT_SPEC, FeatureSpec
-from .model_cache import ModelCache
+from .caches import ModelCache, RuleCache
 from .storage.blob import ModelStore
 from .storage.clients import model_container, queue_client
 from .storage.engines import create_db_engine, database_url
 from .storage.history import HistoryReader
 from .storage.labels import LabelStore
 from .storage.queue import BatchingSender, TransactionQueue
+from .storage.rules import RuleStore
 from .storage.runs import TrainingRunStore
 from .storage.training_data import TrainingData
 from .storage.transactions import TransactionStore
 from .usecases.labeling import Labeling
 from .usecases.persisting import Persisting
-from .usecases.retraining import Retraining, RetrainingSettings
 from .usecases.scoring import Scoring
+
+if TYPE_CHECKING:
+    from .usecases.retraining import Retraining
 
 
 @dataclass
@@ -107,11 +111,20 @@ class Wiring:
     def models(self) -> ModelCache:
         return ModelCache(self.store, self.settings.model_refresh_seconds)
 
+    @cached_property
+    def rules(self) -> RuleStore:
+        return RuleStore(self.engine)
+
+    @cached_property
+    def rule_cache(self) -> RuleCache:
+        return RuleCache(lambda: [rule for _, rule in self.rules.all()], self.settings.model_refresh_seconds)
+
     # --- use cases ----------------------------------------------------------------------
 
     @cached_property
     def scoring(self) -> Scoring:
-        return Scoring(self.models, self.history, self.sender)
+        return Scoring(self.models, self.history, self.sender, rules=self.rule_cache,
+                       policy=self.settings.decision_policy)
 
     @cached_property
     def persisting(self) -> Persisting:
@@ -122,7 +135,11 @@ class Wiring:
         return Labeling(self.labels)
 
     @cached_property
-    def retraining(self) -> Retraining:
+    def retraining(self) -> "Retraining":
+        # Training libraries (pandas, scikit-learn) load only where retraining runs, never
+        # in predict's cold start.
+        from .usecases.retraining import Retraining, RetrainingSettings
+
         return Retraining(self.labels, self.runs, self.training_data, self.store,
                           RetrainingSettings.from_settings(self.settings), spec=self.spec)
 

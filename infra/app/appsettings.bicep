@@ -40,12 +40,34 @@ var appSettings = {
   // Resolved by App Service from Key Vault with the identity; the value never appears here.
   MODEL_SIGNING_KEY: '@Microsoft.KeyVault(SecretUri=${signingKeySecretUri})'
   RETRAIN_SCHEDULE: retrainSchedule
+  // The documented defaults (tests/unit/test_infra.py checks each equals shared/config.py's).
   RETRAIN_THRESHOLD: '1000'
   MIN_TRAINING_ROWS: '200'
   MODEL_REFRESH_SECONDS: '60'
-  PROMOTION_TOLERANCE: '0.005'
   THRESHOLD_RULE: 'max_f1'
   HISTORY_TIMEOUT_MS: '250'
+  PREDICT_MAX_AGE_HOURS: '24'
+  // Training: a bounded sample of the recent labeled population, sized for the 2 GB instance.
+  TRAINING_WINDOW_DAYS: '90'
+  TRAINING_MAX_ROWS: '400000'
+  UNLABELED_AS_GENUINE_AFTER_DAYS: '0'
+  // Training reads from the primary. With a read replica (Business Critical / Hyperscale read
+  // scale-out), point these at it: ...;ApplicationIntent=ReadOnly;
+  TRAINING_DATABASE_URL: ''
+  TRAINING_SQL_CONNECTION_STRING: ''
+  // The champion/challenger gate and its guard set.
+  PROMOTION_TOLERANCE: '0.01'
+  GATE_MIN_FRAUDS: '30'
+  GATE_CONFIDENCE: '0.9'
+  GUARD_TOLERANCE: '0.02'
+  LABEL_MATURITY_DAYS: '14'
+  GUARD_MAX_ROWS: '20000'
+  LABEL_ORPHAN_DAYS: '7'
+  // Decisions by expected cost (currency units of the amounts).
+  DECISION_POLICY: 'cost'
+  REVIEW_COST: '5'
+  DECLINE_COST: '25'
+  FRAUD_LOSS: 'amount'
 }
 
 output settings object = appSettings

@@ -110,14 +110,30 @@ class ModelStore:
         metadata = self.metadata(version)
         verify_metadata(metadata, self._signing_key)
         spec_of(metadata)  # refuse a model whose features this code cannot compute
+        explainer = self._explainer(version, metadata)
         onnx = metadata.get("onnx")
         if compiled and onnx:
             verify_artifact(self.download_file(version, "model.joblib"), metadata, self._signing_key)
-            data = self.download_file(version, onnx["file"])
-            verify_bytes(data, onnx.get("sha256"), onnx.get("signature"), self._signing_key,
-                         f"model {version} ({onnx['file']})")
-            return LoadedModel(version, metadata, OnnxScorer(data), compiled=True)
-        return LoadedModel(version, metadata, pipeline_scorer(self.load_pipeline(version, metadata)))
+            data = self._verified_file(version, onnx)
+            return LoadedModel(version, metadata, OnnxScorer(data), compiled=True, explainer=explainer)
+        return LoadedModel(version, metadata, pipeline_scorer(self.load_pipeline(version, metadata)),
+                           explainer=explainer)
+
+    def _verified_file(self, version: str, entry: dict[str, Any]) -> bytes:
+        """A file a version's metadata lists with its sha256 (and signature), verified."""
+        data = self.download_file(version, entry["file"])
+        verify_bytes(data, entry.get("sha256"), entry.get("signature"), self._signing_key,
+                     f"model {version} ({entry['file']})")
+        return data
+
+    def _explainer(self, version: str, metadata: dict[str, Any]) -> Any:
+        """The version's explainer (plain arrays, no pickle), or None for versions without one."""
+        entry = metadata.get("explainer")
+        if not entry:
+            return None
+        from ..explain import ForestExplainer
+
+        return ForestExplainer.from_bytes(self._verified_file(version, entry))
 
     def load_guard(self, version: str) -> Any:
         """The verified guard set frozen with a version (a DataFrame), or None if it has none."""
@@ -128,10 +144,7 @@ class ModelStore:
         entry = metadata.get("guard")
         if not entry:
             return None
-        data = self.download_file(version, entry["file"])
-        verify_bytes(data, entry.get("sha256"), entry.get("signature"), self._signing_key,
-                     f"model {version} ({entry['file']})")
-        return read_guard(data)
+        return read_guard(self._verified_file(version, entry))
 
     def load_pipeline(self, version: str, metadata: dict[str, Any] | None = None) -> Any:
         """The verified, unpickled joblib pipeline of one version (the source of truth)."""

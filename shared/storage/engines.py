@@ -75,6 +75,9 @@ def write_turn(engine: Engine) -> Any:
     return lock if lock is not None else contextlib.nullcontext()
 
 
+CONNECT_TIMEOUT_SECONDS = 5  # a silent server must not hold a caller for the driver's default minutes
+
+
 def create_db_engine(url: str, statement_timeout_ms: int | None = None, pool_size: int | None = None) -> Engine:
     """An Engine with the right options for each dialect.
 
@@ -100,9 +103,14 @@ def create_db_engine(url: str, statement_timeout_ms: int | None = None, pool_siz
     if pool_size:
         options.update(pool_size=pool_size, max_overflow=pool_size)
     connect_args: dict[str, Any] = {}
-    if backend == "postgresql" and statement_timeout_ms:
-        connect_args["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
+    # Reads under a deadline connect under a short one too.
+    connect_seconds = 2 if statement_timeout_ms else CONNECT_TIMEOUT_SECONDS
+    if backend == "postgresql":
+        connect_args["connect_timeout"] = connect_seconds
+        if statement_timeout_ms:
+            connect_args["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
     if backend == "mssql":
+        connect_args["timeout"] = connect_seconds  # pyodbc: the login timeout
         # pyodbc is imported here only, by the dialect: the SQLite default never needs unixODBC.
         options["fast_executemany"] = True
     engine = sa.create_engine(url, connect_args=connect_args, **options)

@@ -132,6 +132,18 @@ training_runs = sa.Table(
     sa.Column("details", sa.Text(), nullable=True),  # JSON: sampling, windows, gate statistics
 )
 
+# Operator rules evaluated before the model (shared/rules.py): deny/allow lists and amount limits.
+rules = sa.Table(
+    "rules",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("value", sa.String(ID_LENGTH), nullable=False),
+    sa.Column("note", sa.Text(), nullable=True),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("expires_at", sa.DateTime(), nullable=True),
+)
+
 schema_info = sa.Table(
     "schema_info",
     metadata,

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from ..compiled import ONNX_FILE, PARITY_TOLERANCE, CompilationFailed, compile_checked
+from ..decisions import Bands, CostModel, choose_bands, decide
+from ..explain import ForestExplainer
 from ..features import Aggregate, FeatureSpec, compute_aggregates, finalize
 from ..model import library_versions, new_version, serialize_pipeline, sha256_hex, signature
 from ..training import TrainingError, TrainingParams, choose_threshold, evaluate, fit_pipeline, time_ordered_split
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GUARD_FILE = "guard.csv.gz"
+EXPLAINER_FILE = "explainer.npz"
 FRAME_COLUMNS = ("transaction_id", "timestamp", "label", "weight")
 
 
@@ -72,6 +75,9 @@ class Candidate:
     validation_rows: int
     windows: dict[str, dict[str, str]]
     sampling: dict[str, Any] | None = None
+    bands: Bands | None = None  # approve / review / decline thresholds chosen by cost
+    costs: CostModel | None = None
+    validation: pd.DataFrame | None = None  # label, weight, amount and score of the validation rows
 
     @property
     def features(self) -> list[str]:
@@ -86,10 +92,11 @@ def _window(part: pd.DataFrame) -> dict[str, str]:
 
 
 def train_candidate(frame: pd.DataFrame, spec: FeatureSpec, params: TrainingParams, threshold_rule: str,
-                    min_rows: int = 200, sampling: dict[str, Any] | None = None) -> Candidate:
-    """Fit on the oldest rows, choose the threshold on the next, evaluate on the newest
-    (out of time). Weights make the threshold and every metric estimates for the whole
-    population the rows were sampled from."""
+                    min_rows: int = 200, sampling: dict[str, Any] | None = None,
+                    costs: CostModel | None = None) -> Candidate:
+    """Fit on the oldest rows, choose the threshold (and, given ``costs``, the decision bands)
+    on the next, evaluate on the newest (out of time). Weights make the thresholds and every
+    metric estimates for the whole population the rows were sampled from."""
     if len(frame) < min_rows:
         raise TrainingError(f"{len(frame)} labeled transactions; at least {min_rows} are needed")
     frame = frame.reset_index(drop=True)
@@ -108,7 +115,15 @@ def train_candidate(frame: pd.DataFrame, spec: FeatureSpec, params: TrainingPara
     threshold = choose_threshold(labels[validation], validation_scores, threshold_rule,
                                  sample_weight=weight[validation])
     holdout_scores = pipeline.predict_proba(X[holdout])[:, 1]
-    holdout_frame = pd.concat([frame.iloc[holdout], features.iloc[holdout]], axis=1).reset_index(drop=True)
+    validation_frame = pd.DataFrame({"label": labels[validation], "weight": weight[validation],
+                                     "amount": frame["amount"].to_numpy(np.float64)[validation],
+                                     "score": validation_scores})
+    bands = None
+    if costs is not None:
+        bands = choose_bands(validation_frame["label"], validation_scores, validation_frame["amount"], costs,
+                             sample_weight=validation_frame["weight"], current_threshold=threshold)
+    rows = frame.iloc[holdout].drop(columns=[c for c in features.columns if c in frame.columns])
+    holdout_frame = pd.concat([rows, features.iloc[holdout]], axis=1).reset_index(drop=True)
     return Candidate(
         pipeline=pipeline,
         spec=spec,
@@ -120,6 +135,9 @@ def train_candidate(frame: pd.DataFrame, spec: FeatureSpec, params: TrainingPara
         validation_rows=len(validation),
         windows={name: _window(frame.iloc[rows]) for name, rows in parts.items()},
         sampling=sampling,
+        bands=bands,
+        costs=costs,
+        validation=validation_frame,
     )
 
 
@@ -193,8 +211,17 @@ def package_candidate(candidate: Candidate, params: TrainingParams, threshold_ru
         "onnx": onnx,
         **(extra_metadata or {}),
     }
+    if candidate.bands is not None:
+        metadata["bands"] = candidate.bands.to_dict()
+        metadata["costs"] = candidate.costs.to_dict() if candidate.costs else None
+        metadata["decision_metrics"] = decision_metrics(candidate)
     if signing_key:
         metadata["signature"] = signature(model_bytes, signing_key)
+    # The explainer: the forest's trees as plain arrays (no pickle), for per-decision reasons.
+    explainer = ForestExplainer.from_model(candidate.pipeline, candidate.features).to_bytes()
+    files[EXPLAINER_FILE] = explainer
+    metadata["explainer"] = {"file": EXPLAINER_FILE, "sha256": sha256_hex(explainer),
+                             **({"signature": signature(explainer, signing_key)} if signing_key else {})}
     if guard is not None and len(guard):
         data = guard_bytes(guard)
         files[GUARD_FILE] = data
@@ -205,6 +232,23 @@ def package_candidate(candidate: Candidate, params: TrainingParams, threshold_ru
             entry["signature"] = signature(data, signing_key)
         metadata["guard"] = entry
     return Package(version, model_bytes, metadata, files)
+
+
+def decision_metrics(candidate: Candidate) -> dict[str, Any]:
+    """What the decision bands do on the holdout: shares approved / reviewed / declined and
+    the frauds each band holds (population estimates)."""
+    assert candidate.bands is not None
+    scores = candidate.holdout_scores()
+    weight = candidate.holdout["weight"].to_numpy(np.float64)
+    fraud = candidate.holdout["label"].to_numpy() == 1
+    decisions = np.array([decide(float(p), candidate.bands) for p in scores])
+    total, frauds = weight.sum(), weight[fraud].sum()
+    result: dict[str, Any] = {}
+    for name in ("approve", "review", "decline"):
+        chosen = decisions == name
+        result[name] = {"share": float(weight[chosen].sum() / total) if total else 0.0,
+                        "fraud_share": float(weight[chosen & fraud].sum() / frauds) if frauds else 0.0}
+    return result
 
 
 ReportBuilder = Callable[[Candidate, dict[str, Any]], dict[str, bytes]]

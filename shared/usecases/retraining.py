@@ -18,6 +18,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import pandas as pd
 
+from ..decisions import CostModel
 from ..features import DEFAULT_SPEC, FeatureSpec, union
 from ..model import LoadedModel
 from ..training import Comparison, GateRules, TrainingError, TrainingParams, compare, promotion_decision
@@ -53,6 +54,7 @@ class RetrainingSettings:
     guard_max_rows: int = 20_000
     label_orphan_days: int = 7
     model_signing_key: str = ""
+    costs: CostModel | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> "RetrainingSettings":
@@ -69,6 +71,7 @@ class RetrainingSettings:
             guard_max_rows=settings.guard_max_rows,
             label_orphan_days=settings.label_orphan_days,
             model_signing_key=settings.model_signing_key,
+            costs=settings.costs,
         )
 
 
@@ -127,7 +130,6 @@ class Retraining:
         try:
             with self.models.exclusive():
                 self.runs.fail_abandoned(ABANDONED_AFTER)
-                self.runs.start(run)
                 self._run(run, force)
         except LockHeld:
             run.status, run.reason = "skipped", "another retrain is running (lease held)"
@@ -135,7 +137,8 @@ class Retraining:
             # Unusable labels stay unusable: wait for new ones rather than retrying every tick.
             run.status, run.reason, run.consumed_labels = "failed", f"not enough usable data: {exc}", True
         except Exception as exc:
-            run.status, run.reason = "failed", f"{type(exc).__name__}: {exc}"
+            # A crash says nothing about the labels: they stay new, and the next tick retries.
+            run.status, run.reason, run.consumed_labels = "failed", f"{type(exc).__name__}: {exc}", False
             self.runs.finish(run)
             raise
         self.runs.finish(run)
@@ -155,6 +158,8 @@ class Retraining:
             run.status = "skipped"
             run.reason = f"{run.new_labels} new labeled transactions; retraining needs {s.retrain_threshold}"
             return
+        # Recorded as running before the work, so a process that dies leaves a trace.
+        self.runs.start(run)
         started = time.perf_counter()
         now = self.clock()
         champion = self._champion(run)
@@ -172,7 +177,7 @@ class Retraining:
         frame = self._read(plan, aggregates)
         run.details["feature_query"] = {"rows": len(frame), "seconds": round(time.perf_counter() - started, 2)}
         candidate = train_candidate(frame, self.spec, self.params, s.threshold_rule,
-                                    min_rows=s.min_training_rows, sampling=plan.to_dict())
+                                    min_rows=s.min_training_rows, sampling=plan.to_dict(), costs=s.costs)
         del frame
         run.consumed_labels = True
         run.training_rows = candidate.training_rows

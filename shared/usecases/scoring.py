@@ -8,15 +8,18 @@ fields, and nothing changes.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from ..errors import Conflict
+from ..decisions import decide
+from ..errors import Conflict, EnqueueFailed
 from ..features import FeatureSpec, empty_aggregates, features_for_one
 from ..model import LoadedModel
+from ..rules import RuleSet
 from ..schema import ScoredTransaction, Transaction
 from ..storage.history import HistoryRead
 
@@ -33,6 +36,10 @@ class HistorySource(Protocol):
 
 class Sender(Protocol):
     def send(self, message: dict[str, Any]) -> None: ...
+
+
+class RuleSource(Protocol):
+    def get(self) -> RuleSet: ...
 
 
 @dataclass(frozen=True)
@@ -69,11 +76,13 @@ class RecentAnswers:
 class Scoring:
     """Scores transactions with the promoted model and queues them for persistence."""
 
-    def __init__(self, models: ModelSource, history: HistorySource, sender: Sender,
-                 recent: RecentAnswers | None = None):
+    def __init__(self, models: ModelSource, history: HistorySource, sender: Sender, rules: RuleSource | None = None,
+                 policy: str = "cost", recent: RecentAnswers | None = None):
         self.models = models
         self.history = history
         self.sender = sender
+        self.rules = rules
+        self.policy = policy  # "cost": approve / review / decline bands; "threshold": one cut
         self.recent = recent or RecentAnswers()
 
     def score(self, transaction: Transaction) -> Prediction:
@@ -84,29 +93,45 @@ class Scoring:
         earlier = self.recent.get(transaction.transaction_id)
         if earlier is not None:
             return self._replay(transaction, earlier)
-        degraded = False
+        read: HistoryRead | None = None
         try:
             read = self.history.read(transaction, model.spec)
-            aggregates = read.aggregates
-            if read.stored is not None and read.stored.get("fraud_probability") is not None:
-                return self._replay(transaction, stored_prediction(read.stored))
         except Exception as exc:
             log.warning("history unavailable for %s (%s): scoring degraded", transaction.transaction_id,
                         type(exc).__name__)
-            aggregates, degraded = empty_aggregates(model.spec), True
+        if read is not None and read.stored is not None and read.stored.get("fraud_probability") is not None:
+            return self._replay(transaction, stored_prediction(read.stored))
+        degraded = read is None
+        aggregates = empty_aggregates(model.spec) if read is None else read.aggregates
         features = features_for_one(aggregates, transaction.amount, transaction.timestamp, model.spec)
         probability = model.score(features)
+        bands = model.bands(self.policy)
+        # Operator rules decide before the model; the model still scores, for monitoring.
+        hit = self.rules.get().evaluate(transaction) if self.rules is not None else None
+        decision = hit.decision if hit is not None else decide(probability, bands)
+        reasons = None
+        if decision != "approve" and model.explainer is not None:
+            # Only for transactions someone acts on: approved ones pay nothing for reasons.
+            reasons = model.explainer.explain_features(features).reasons(REASONS)
         scored = ScoredTransaction(
             transaction=transaction,
             fraud_probability=probability,
-            is_fraud=probability >= model.threshold,
+            is_fraud=decision == "decline",
             model_version=model.version,
             scored_at=datetime.now(timezone.utc),
             degraded=degraded,
-            decline_threshold=model.threshold,
+            decision=decision,
+            review_threshold=_finite(bands.review_threshold),
+            decline_threshold=_finite(bands.decline_threshold),
+            rule=hit.reason if hit is not None else None,
+            reasons=reasons,
         )
-        self.sender.send(scored.to_message())
-        prediction = Prediction(scored, model.threshold)
+        try:
+            self.sender.send(scored.to_message())
+        except EnqueueFailed as exc:
+            log.error("transaction not enqueued (%s): %s", transaction.transaction_id, exc)
+            raise EnqueueFailed("the transaction could not be queued; retry with the same transaction_id") from exc
+        prediction = Prediction(scored, bands.decline_threshold)
         self.recent.put(prediction)
         return prediction
 
@@ -118,6 +143,14 @@ class Scoring:
                            f"transaction (differs in {', '.join(differences)}); the first one stands",
                            differences)
         return replace(earlier, replayed=True)
+
+
+REASONS = 3  # reason codes per reviewed or declined transaction
+
+
+def _finite(threshold: float) -> float | None:
+    """A band threshold for messages and rows: None when the band is empty ("never")."""
+    return threshold if math.isfinite(threshold) else None
 
 
 def stored_prediction(row: dict[str, Any]) -> Prediction:
@@ -145,4 +178,4 @@ def stored_prediction(row: dict[str, Any]) -> Prediction:
         rule=row.get("rule"),
         reasons=json.loads(row["reasons"]) if row.get("reasons") else None,
     )
-    return Prediction(scored, float(threshold) if threshold is not None else float("nan"))
+    return Prediction(scored, float(threshold) if threshold is not None else math.inf)

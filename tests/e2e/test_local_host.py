@@ -30,12 +30,12 @@ import sqlalchemy as sa
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from devhost import FunctionHost
-from shared.app import get_services, reset_services
+from shared.wiring import get_wiring, reset_wiring
 from shared.cli import ensure_resources
 from shared.cli import main as cli
 from shared.client import transaction_payload
 from shared.simulator import simulate_for_volume
-from shared.storage import db
+from shared.storage.schema import transactions
 from harness.waiting import wait_for
 
 APP_ROOT = Path(__file__).resolve().parents[2]
@@ -77,11 +77,11 @@ def use_settings(monkeypatch):
             monkeypatch.delenv(name, raising=False)
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
-        reset_services()
-        return get_services()
+        reset_wiring()
+        return get_wiring()
 
     yield apply
-    reset_services()
+    reset_wiring()
 
 
 def new_traffic(count: int, seed: int, token: str):
@@ -109,7 +109,7 @@ def post_all(base_url: str, payloads: list[dict], workers: int = 6) -> list[requ
 
 
 def stored_ids(engine, prefix: str) -> list[str]:
-    query = sa.select(db.transactions.c.transaction_id).where(db.transactions.c.transaction_id.like(f"{prefix}%"))
+    query = sa.select(transactions.c.transaction_id).where(transactions.c.transaction_id.like(f"{prefix}%"))
     with engine.connect() as conn:
         return [row[0] for row in conn.execute(query)]
 
@@ -160,7 +160,7 @@ def test_local_service_scores_persists_retrains_on_timer_and_serves_new_model(az
         assert sorted(stored_ids(services.engine, f"e2e-{token}-")) == expected
         with services.engine.connect() as conn:
             stored = {row.transaction_id: row for row in conn.execute(
-                sa.select(db.transactions).where(db.transactions.c.transaction_id.like(f"e2e-{token}-%")))}
+                sa.select(transactions).where(transactions.c.transaction_id.like(f"e2e-{token}-%")))}
         for body in bodies:
             row = stored[body["transaction_id"]]
             assert row.model_version == first_version
@@ -170,7 +170,7 @@ def test_local_service_scores_persists_retrains_on_timer_and_serves_new_model(az
 
         # Nothing to retrain on yet: the timer's runs so far were skipped.
         def timer_runs():
-            return [r for r in db.list_training_runs(services.engine, limit=1000) if r["trigger"] == "timer"]
+            return [r for r in services.runs.recent(limit=1000) if r["trigger"] == "timer"]
 
         wait_for(timer_runs, 10, "the retrain timer fired (every 2 s)")
         assert {r["status"] for r in timer_runs()} == {"skipped"}, timer_runs()
@@ -185,8 +185,9 @@ def test_local_service_scores_persists_retrains_on_timer_and_serves_new_model(az
 
         # 4. The timer (served by the host, not called by the test) retrains on them.
         def trained_run():
-            runs = db.list_training_runs(services.engine, limit=50)
-            return next((r for r in runs if r["trigger"] == "timer" and r["status"] != "skipped"), None)
+            runs = services.runs.recent(limit=50)
+            return next((r for r in runs if r["trigger"] == "timer" and r["status"] not in ("skipped", "running")),
+                        None)
 
         run = wait_for(trained_run, 45, "a timer-triggered training run after the labels")
         retrain_seconds = time.monotonic() - labeled_at

@@ -4,6 +4,7 @@ request → predict → message on the queue → persist → row in the DB → l
 threshold → retrain (timer) → new version published and promoted → predict serves it.
 """
 import json
+from datetime import datetime, timedelta, timezone
 
 from azure.functions.timer import TimerRequest
 
@@ -11,10 +12,9 @@ import label_function
 import persist_function
 import predict_function
 import retrain_function
+from harness.app import SMALL_PARAMS, drain_queue, http_request
 from shared.client import transaction_payload
-from shared.services import import_history
-from shared.storage import db
-from harness.app import drain_queue, http_request
+from shared.operations import import_history, table_counts
 
 
 def test_request_to_retrained_model(app_with_model, model_factory, monkeypatch):
@@ -22,14 +22,17 @@ def test_request_to_retrained_model(app_with_model, model_factory, monkeypatch):
     first_version = services.store.current_version()
     monkeypatch.setattr(services, "settings", services.settings.__class__(
         **{**services.settings.__dict__, "retrain_threshold": 3000}))
+    services.retraining.params = SMALL_PARAMS
 
     # Older labeled history is already in the database (imported).
-    history = model_factory.history
+    history = model_factory.history.copy()
     import_history(services, history.iloc[:29_000])
-    runs_before = len(db.list_training_runs(services.engine))
+    runs_before = len(services.runs.recent())
 
-    # New traffic arrives through the HTTP function, one request per transaction.
-    new = history.iloc[29_000:]
+    # New traffic arrives through the HTTP function, one request per transaction, in real time:
+    # the newest part of the simulated history, moved on to the last few hours.
+    new = history.iloc[29_000:].copy()
+    new["timestamp"] += datetime.now(timezone.utc) - timedelta(minutes=1) - new["timestamp"].max()
     statuses = []
     for row in new.itertuples(index=False):
         response = predict_function.main(http_request(transaction_payload(row)))
@@ -42,7 +45,7 @@ def test_request_to_retrained_model(app_with_model, model_factory, monkeypatch):
     assert len(messages) == len(new)
     for message in messages + messages[:10]:
         persist_function.main(message)
-    assert db.table_counts(services.engine)["transactions"] == len(history)
+    assert table_counts(services)["transactions"] == len(history)
 
     # True labels arrive later, in batches.
     labels = [{"transaction_id": r.transaction_id, "is_fraud": bool(r.label)} for r in new.itertuples()]
@@ -52,7 +55,7 @@ def test_request_to_retrained_model(app_with_model, model_factory, monkeypatch):
 
     # The timer fires: enough new labels since the last training run (none yet), so it retrains.
     retrain_function.main(TimerRequest(past_due=False))
-    runs = db.list_training_runs(services.engine)
+    runs = services.runs.recent()
     assert len(runs) == runs_before + 1
     latest = runs[0]
     assert latest["status"] in ("promoted", "rejected"), latest["reason"]
@@ -64,6 +67,11 @@ def test_request_to_retrained_model(app_with_model, model_factory, monkeypatch):
     new_version = services.store.current_version()
     assert new_version == latest["model_version"] != first_version
 
-    # Predict serves the new version without a restart (refresh interval 0 in tests).
-    response = predict_function.main(http_request(transaction_payload(next(new.itertuples()))))
+    # Predict serves the new version without a restart (refresh interval 0 in tests) to new
+    # transactions; a replay of an earlier one still gets its first answer.
+    first = next(new.itertuples())
+    fresh = {**transaction_payload(first), "transaction_id": "after-retrain"}
+    response = predict_function.main(http_request(fresh))
     assert json.loads(response.get_body())["model_version"] == new_version
+    replay = predict_function.main(http_request(transaction_payload(first)))
+    assert json.loads(replay.get_body())["model_version"] == first_version

@@ -6,6 +6,7 @@ and nothing that was refused reaches the database.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +24,7 @@ VALID = {"customer_id": "C000001", "terminal_id": "T000001", "amount": 57.3}
 def served(azurite, model_factory, tmp_path_factory):
     """The function app under the dev host on 127.0.0.1 (Azurite, temporary SQLite, a published model)."""
     from devhost import FunctionHost
-    from shared.app import reset_services
+    from shared.wiring import reset_wiring
     from harness.app import configure_app
 
     database = tmp_path_factory.mktemp("bad-input") / "fraud.db"
@@ -35,7 +36,7 @@ def served(azurite, model_factory, tmp_path_factory):
             with FunctionHost(ROOT, settings={"AzureWebJobs.retrain_function.Disabled": "true"}, port=0) as host:
                 yield host, services
         finally:
-            reset_services()
+            reset_wiring()
 
 
 def post(host, path: str, data: bytes, content_type: str | None = "application/json") -> requests.Response:
@@ -128,6 +129,8 @@ PREDICT_CASES = [
      "application/json", 400, {"timestamp": "future"}),
     ("timestamp before 2000", obj(timestamp="1999-12-31T23:59:59Z"), "application/json", 400,
      {"timestamp": "2000"}),
+    ("back-dated past the real-time window", obj(timestamp="2026-01-01T00:00:00Z"), "application/json", 400,
+     {"timestamp": "hours old"}),
     ("timestamp garbage", obj(timestamp="yesterday"), "application/json", 400, {"timestamp": "ISO-8601"}),
     ("timestamp as a number", obj(timestamp=1763892000), "application/json", 400, {"timestamp": "string"}),
     ("timestamp too long", obj(timestamp="2026-11-23T10:00:00." + "1" * 40 + "Z"), "application/json", 400,
@@ -213,7 +216,8 @@ def test_labels_refuses_bad_input_naming_the_field(served, body, content_type, s
 
 def test_good_requests_still_served_and_refused_ones_never_stored(served):
     """Edge values that are valid are accepted; none of the refused requests above reached the database."""
-    from shared.storage import db
+    from shared.operations import table_counts
+    from shared.storage.schema import transactions
 
     host, services = served
     accepted = {
@@ -221,7 +225,9 @@ def test_good_requests_still_served_and_refused_ones_never_stored(served):
         "at-limit": {**VALID, "transaction_id": "edge-limit", "amount": 1_000_000},
         "ids-64": {**VALID, "transaction_id": "e" * 64, "customer_id": "c" * 64, "terminal_id": "t" * 64},
         "unicode": {**VALID, "transaction_id": "edge-unicode", "customer_id": "Ünïcødé 客户 🙂"},
-        "offset": {**VALID, "transaction_id": "edge-offset", "timestamp": "2026-11-23T14:05:00+14:00"},
+        # Ten minutes ago, written in UTC+14: the offset is honoured (and the instant is recent).
+        "offset": {**VALID, "transaction_id": "edge-offset", "timestamp": (
+            datetime.now(timezone(timedelta(hours=14))) - timedelta(minutes=10)).isoformat()},
         "nulls": {**VALID, "transaction_id": None, "timestamp": None},
     }
     answered = set()
@@ -237,13 +243,13 @@ def test_good_requests_still_served_and_refused_ones_never_stored(served):
     assert labels.status_code == 200 and labels.json() == {"received": 1, "stored": 1}
 
     deadline = time.monotonic() + 20
-    while db.table_counts(services.engine)["transactions"] < len(answered) and time.monotonic() < deadline:
+    while table_counts(services)["transactions"] < len(answered) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.5)  # anything stray would have arrived by now too
     import sqlalchemy as sa
 
     with services.engine.connect() as conn:
-        stored = set(conn.execute(sa.select(db.transactions.c.transaction_id)).scalars())
+        stored = set(conn.execute(sa.select(transactions.c.transaction_id)).scalars())
     assert stored == answered  # every accepted one once, nothing from a refused request
     assert services.poison_queue.client.get_queue_properties().approximate_message_count == 0
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 from shared.cli import main as cli
-from shared.storage import db
+from shared.operations import table_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -14,10 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_init_is_safe_to_run_twice(app_env, capsys):
     assert cli(["init", "--history", "30000"]) == 0
     first = app_env.store.current_version()
-    assert first and db.count_labeled_transactions(app_env.engine) == 30_000
+    assert first and app_env.labels.labeled_count() == 30_000
     assert cli(["init"]) == 0
     assert app_env.store.current_version() == first
-    assert db.table_counts(app_env.engine)["transactions"] == 30_000
+    assert table_counts(app_env)["transactions"] == 30_000
     assert "nothing more to do" in capsys.readouterr().out
 
 
@@ -28,7 +28,7 @@ def test_simulate_scores_onto_the_queue_and_records_labels(app_with_model, capsy
     from harness.app import drain_queue
 
     assert len(drain_queue(app_with_model)) == 300
-    assert db.table_counts(app_with_model.engine)["labels"] == 300
+    assert table_counts(app_with_model)["labels"] == 300
 
 
 def test_simulate_is_deterministic_with_seed(tmp_path):
@@ -48,7 +48,7 @@ def test_import_is_idempotent(app_env, tmp_path, capsys):
     assert cli(["import", str(path)]) == 0
     out = capsys.readouterr().out
     assert "imported 5000 new" in out and "imported 0 new transactions (5000 already present)" in out
-    assert db.table_counts(app_env.engine)["transactions"] == 5000
+    assert table_counts(app_env)["transactions"] == 5000
 
 
 def test_models_list_promote_rollback(app_env, model_factory, capsys):
@@ -68,7 +68,8 @@ def test_db_check_reports_on_a_reachable_database(app_env, capsys):
     assert cli(["db-check"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["reachable"] and status["dialect"] == "sqlite"
-    assert set(status["row_counts"]) == {"transactions", "labels", "training_runs"}
+    assert set(status["row_counts"]) == {"transactions", "labels", "label_events", "training_runs",
+                                         "customer_buckets", "terminal_buckets"}
 
 
 def test_db_check_on_an_unreachable_sql_server_fails_clearly_without_leaking_the_password():
@@ -98,3 +99,15 @@ def test_poison_messages_can_be_listed_and_requeued(app_env, capsys):
     [message] = drain_queue(app_env)
     assert json.loads(message.get_body()) == {"transaction_id": "x"}
     assert list(poison.peek_messages()) == []
+
+
+def test_labels_summary_and_revoke_by_source(app_with_model, capsys):
+    assert cli(["simulate", "--count", "200", "--seed", "3"]) == 0
+    capsys.readouterr()
+    assert cli(["labels", "summary"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["source"], row["labels"], row["revoked"]) == ("simulator", 200, 0)
+    assert cli(["labels", "revoke", "--source", "simulator", "--since", "2000-01-01"]) == 0
+    assert "revoked 200 label(s)" in capsys.readouterr().out
+    assert app_with_model.labels.labeled_count() == 0
+    assert cli(["labels", "revoke"]) == 2  # refuses to revoke everything

@@ -47,8 +47,11 @@ def postgres_server():
 def test_restart_and_database_outage_lose_nothing(azurite, postgres_server, model_factory, monkeypatch):
     import devhost.queue_trigger
     from devhost import FunctionHost
-    from shared.app import reset_services
-    from shared.storage import db
+    from shared.wiring import reset_wiring
+    import sqlalchemy as sa
+
+    from shared.storage.engines import create_db_engine
+    from shared.storage.schema import transactions as transactions_table
 
     # A message whose delete is cut off by the storage restart comes back after this (the host: 10 min).
     monkeypatch.setattr(devhost.queue_trigger, "RECEIVE_VISIBILITY_SECONDS", 5)
@@ -71,7 +74,7 @@ def test_restart_and_database_outage_lose_nothing(azurite, postgres_server, mode
             figures = audit(results, azurite.connection_string, services.settings.transactions_queue,
                             postgres_server.url, settle_seconds=60)
     finally:
-        reset_services()
+        reset_wiring()
     print(json.dumps({**figures, "faults": schedule.events}, indent=1))
     assert not schedule.errors, schedule.errors
     assert figures["answers_503"] + figures["no_answer"] > 0, "the storage restart was not noticed by any client"
@@ -80,9 +83,10 @@ def test_restart_and_database_outage_lose_nothing(azurite, postgres_server, mode
     assert figures["persisted"] == len(items)
     assert (figures["lost"], figures["duplicates"], figures["stored_without_200"]) == (0, 0, 0)
     assert (figures["queue_left"], figures["poison"]) == (0, 0)
-    engine = db.create_db_engine(postgres_server.url)
+    engine = create_db_engine(postgres_server.url)
     try:
-        assert db.table_counts(engine)["transactions"] >= len(items)
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(transactions_table)).scalar_one() >= len(items)
     finally:
         engine.dispose()
 
@@ -125,7 +129,7 @@ def test_database_unreachable_predict_answers_quickly_degraded_and_queues(azurit
     from azure.storage.queue import QueueClient
 
     from devhost import FunctionHost
-    from shared.app import reset_services
+    from shared.wiring import reset_wiring
 
     blackhole = Blackhole() if kind == "silent" else None
     port = blackhole.port if blackhole else _free_port()
@@ -147,7 +151,7 @@ def test_database_unreachable_predict_answers_quickly_degraded_and_queues(azurit
         if blackhole:
             blackhole.close()  # first: frees the threads stuck connecting to it
         host.stop()
-        reset_services()
+        reset_wiring()
     for status, body, seconds in answers:
         assert status == 200 and body["degraded"] is True, body
         assert seconds < 2.0, f"took {seconds:.2f}s; the history budget is 0.25s"

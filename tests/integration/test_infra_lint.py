@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.services import in_ci
+from harness.servers import in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "lint_infra.sh"

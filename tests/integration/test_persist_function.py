@@ -8,8 +8,9 @@ import sqlalchemy as sa
 
 import persist_function
 from shared.schema import ScoredTransaction, Transaction
-from shared.services import MalformedMessage
-from shared.storage import db
+from shared.storage.engines import create_db_engine
+from shared.storage.schema import transactions
+from shared.usecases.persisting import MalformedMessage
 
 SCORED = ScoredTransaction(
     Transaction("tx-1", datetime(2026, 11, 23, 10, tzinfo=timezone.utc), "C1", "T1", 12.5),
@@ -24,7 +25,7 @@ def message(body: bytes, dequeue_count: int = 1) -> QueueMessage:
 
 def rows(services):
     with services.engine.connect() as conn:
-        return conn.execute(sa.select(db.transactions)).mappings().all()
+        return conn.execute(sa.select(transactions)).mappings().all()
 
 
 def test_inserts_the_scored_transaction(app_env):
@@ -52,7 +53,7 @@ def test_malformed_message_raises_so_the_host_retries_then_poisons(app_env, body
 
 
 def test_database_error_raises(app_env, monkeypatch, tmp_path, caplog):
-    monkeypatch.setattr(app_env, "engine", db.create_db_engine(f"sqlite:///{tmp_path}/missing/dir/x.db"))
+    monkeypatch.setattr(app_env.transactions, "engine", create_db_engine(f"sqlite:///{tmp_path}/missing/dir/x.db"))
     with pytest.raises(sa.exc.OperationalError):
         persist_function.main(message(json.dumps(SCORED.to_message()).encode()))
     assert "not persisted" in caplog.text
@@ -82,3 +83,28 @@ def test_a_malformed_item_does_not_lose_the_good_ones(app_env, caplog):
     with pytest.raises(MalformedMessage):
         persist_function.main(message(body, dequeue_count=2))
     assert len(rows(app_env)) == 2
+
+
+def test_a_message_of_thousands_of_bad_items_logs_bounded_lines(app_env, caplog):
+    """A 40 KB message of 10,000 ``{}`` items: the error names a few and counts the rest."""
+    body = batch_body(*([{}] * 10_000))
+    with pytest.raises(MalformedMessage) as info:
+        persist_function.main(message(body))
+    assert "and 9990 more" in str(info.value)
+    assert max(len(record.getMessage()) for record in caplog.records) < 4000
+
+
+def test_old_messages_without_decision_fields_still_persist(app_env):
+    """Messages queued by the previous version (no decision, thresholds, reasons) persist."""
+    old = {key: value for key, value in SCORED.to_message().items()
+           if key not in ("decision", "review_threshold", "decline_threshold", "rule", "reasons")}
+    persist_function.main(message(json.dumps({**old, "transaction_id": "old-1"}).encode()))
+    [row] = rows(app_env)
+    assert row["transaction_id"] == "old-1" and row["decision"] is None and row["reasons"] is None
+
+
+def test_an_overlong_model_version_is_malformed_not_a_failed_batch(app_env):
+    body = batch_body(scored_message("ok-1"), {**scored_message("long"), "model_version": "v" * 65})
+    with pytest.raises(MalformedMessage, match="model_version"):
+        persist_function.main(message(body))
+    assert [r["transaction_id"] for r in rows(app_env)] == ["ok-1"]

@@ -1,24 +1,27 @@
 """retrain_function and the retraining use case: thresholds, gate, lock, failures."""
-import dataclasses
 import json
 
 import pytest
 from azure.functions.timer import TimerRequest
 
 import retrain_function
-from shared.retraining import run_retraining
-from shared.services import import_history
-from shared.storage import db
+from harness.app import retrain
+from shared.operations import import_history
 from shared.storage.blob import LockHeld
-from harness.app import SMALL_PARAMS
+from shared.training import GateRules
 
 
-def runs(services):
-    return db.list_training_runs(services.engine)
+def runs(wiring):
+    return wiring.runs.recent()
+
+
+def run_retraining(wiring, **kwargs):
+    return retrain(wiring, **kwargs)
 
 
 def test_timer_skips_when_too_few_new_labels(app_env, model_factory):
     import_history(app_env, model_factory.history.iloc[:500])
+    app_env.retraining.params = model_factory.params
     retrain_function.main(TimerRequest(past_due=False))
     [run] = runs(app_env)
     assert run["status"] == "skipped" and "500 new labeled" in run["reason"]
@@ -27,11 +30,15 @@ def test_timer_skips_when_too_few_new_labels(app_env, model_factory):
 
 def test_enough_labels_train_publish_and_promote_the_first_model(app_env, model_factory):
     import_history(app_env, model_factory.history)
-    run = run_retraining(app_env, trigger="test", params=SMALL_PARAMS)
+    run = run_retraining(app_env, trigger="test")
     assert run.status == "promoted", run.reason
     assert app_env.store.current_version() == run.model_version
     metadata = app_env.store.metadata(run.model_version)
-    assert metadata["training_rows"] + metadata["validation_rows"] + metadata["holdout_rows"] == len(model_factory.history)
+    population = metadata["sampling"]["population"]
+    # Every labeled row of the window but the guard partition's ~2 %, which training never sees.
+    assert metadata["training_rows"] + metadata["validation_rows"] + metadata["holdout_rows"] == \
+        population["frauds"] + population["genuine"]
+    assert 0.95 * len(model_factory.history) < population["frauds"] + population["genuine"] < len(model_factory.history)
     assert 0 < metadata["threshold"] < 1 and metadata["metrics"]["auc_roc"] > 0.7
     assert set(metadata["libraries"]) >= {"scikit-learn", "imbalanced-learn", "python"}
     # The holdout is the newest part: after everything the model was fitted on.
@@ -39,16 +46,15 @@ def test_enough_labels_train_publish_and_promote_the_first_model(app_env, model_
     [recorded] = runs(app_env)
     assert recorded["status"] == "promoted" and recorded["labeled_count"] == len(model_factory.history)
     # Nothing new since: the next timer run skips.
-    assert run_retraining(app_env, params=SMALL_PARAMS).status == "skipped"
+    assert run_retraining(app_env).status == "skipped"
 
 
 def test_challenger_worse_than_champion_is_published_but_not_promoted(app_env, model_factory, monkeypatch):
     import_history(app_env, model_factory.history)
     champion = model_factory.publish(app_env.store)
     # Demand a large improvement: the challenger cannot clear it, so it must be rejected.
-    monkeypatch.setattr(app_env, "settings", dataclasses.replace(app_env.settings, promotion_tolerance=-0.5))
-    run = run_retraining(app_env, force=True, params=SMALL_PARAMS)
-    assert run.status == "rejected" and "worse than champion" in run.reason
+    run = run_retraining(app_env, force=True, gate=GateRules(tolerance=-0.5, min_frauds=5))
+    assert run.status == "rejected" and "champion kept" in run.reason
     assert run.champion_version == champion and run.champion_metrics["rows"] == run.metrics["rows"]
     assert app_env.store.current_version() == champion
     assert run.model_version in [m["version"] for m in app_env.store.list_versions()]
@@ -62,18 +68,18 @@ def test_crash_half_way_records_failure_and_keeps_the_promoted_model(app_env, mo
         raise MemoryError("simulated crash while building the report")
 
     with pytest.raises(MemoryError):
-        run_retraining(app_env, force=True, params=SMALL_PARAMS, report_builder=crash)
+        run_retraining(app_env, force=True, report_builder=crash)
     [run] = runs(app_env)
     assert run["status"] == "failed" and "MemoryError" in run["reason"]
     assert app_env.store.current_version() == champion
     # The failed run does not count as "trained": the labels are still new.
-    assert db.labeled_count_at_last_training(app_env.engine) == 0
+    assert app_env.runs.labels_at_last_consuming_run() == 0
 
 
 def test_two_retrains_never_overlap(app_env, model_factory):
     import_history(app_env, model_factory.history.iloc[:3000])
     with app_env.store.exclusive():
-        run = run_retraining(app_env, force=True, params=SMALL_PARAMS)
+        run = run_retraining(app_env, force=True)
         with pytest.raises(LockHeld):
             with app_env.store.exclusive():
                 pass
@@ -85,7 +91,7 @@ def test_two_retrains_never_overlap(app_env, model_factory):
 
 def test_too_little_data_is_recorded_as_failed_not_crashing(app_env, model_factory):
     import_history(app_env, model_factory.history.iloc[:50])
-    run = run_retraining(app_env, force=True, params=SMALL_PARAMS)
+    run = run_retraining(app_env, force=True)
     assert run.status == "failed" and "not enough usable data" in run.reason
 
 
@@ -94,7 +100,7 @@ def test_report_is_published_beside_the_model(app_env, model_factory, monkeypatc
     from shared.reporting import build_report
 
     import_history(app_env, model_factory.history)
-    run = run_retraining(app_env, force=True, params=SMALL_PARAMS, report_builder=build_report)
+    run = run_retraining(app_env, force=True, report_builder=build_report)
     files = set(app_env.store.list_files(run.model_version))
     assert {"model.joblib", "metadata.json", "report/index.html", "report/metrics.json", "report/pr_curve.png",
             "report/roc_curve.png", "report/score_histogram.png", "report/feature_importance.png"} <= files
@@ -108,14 +114,14 @@ def test_published_version_carries_a_verified_compiled_form(app_env, model_facto
     import numpy as np
 
     import_history(app_env, model_factory.history)
-    run = run_retraining(app_env, force=True, params=SMALL_PARAMS)
+    run = run_retraining(app_env, force=True)
     metadata = app_env.store.metadata(run.model_version)
     assert metadata["onnx"]["file"] == "model.onnx" and metadata["onnx"]["max_abs_diff"] <= 1e-5
     assert metadata["onnx"]["checked_rows"] == metadata["holdout_rows"]
     compiled = app_env.store.load(run.model_version)
     source = app_env.store.load(run.model_version, compiled=False)
     assert compiled.compiled and not source.compiled
-    rows = model_factory.candidate.holdout_frame[compiled.features].to_numpy(np.float64)
+    rows = model_factory.candidate.holdout[compiled.features].to_numpy(np.float64)
     np.testing.assert_allclose(compiled.score_rows(rows), source.score_rows(rows), atol=1e-5)
 
 

@@ -100,13 +100,13 @@ def test_version_with_tampered_joblib_is_refused_even_when_onnx_is_intact(app_en
 
 @pytest.fixture
 def signed_app(azurite, tmp_path, monkeypatch):
-    from shared.app import reset_services
+    from shared.wiring import reset_wiring
 
     key = "signing-" + secrets.token_hex(16)
     services = configure_app(monkeypatch, azurite.connection_string, f"sqlite:///{tmp_path / 'fraud.db'}",
                              suffix=uuid.uuid4().hex[:10], MODEL_SIGNING_KEY=key)
     yield services, key
-    reset_services()
+    reset_wiring()
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["joblib-served", "onnx-served"])
@@ -233,11 +233,12 @@ def test_secrets_stay_out_of_logs_in_normal_operation_and_db_outage(azurite, pos
     """In process: storage key and SQL password in the settings, the function key on requests
     (header and ?code=); first with PostgreSQL up, then with it unreachable."""
     from devhost import FunctionHost
-    from shared.app import reset_services
-    from shared.storage import db
+    from shared.wiring import reset_wiring
+    from shared.storage.engines import redact_url
+    from shared.storage.schema import create_schema
 
     if "://fraud@" not in postgres_url:
-        pytest.skip(f"TEST_POSTGRES_URL {db.redact_url(postgres_url)} has no password-less user 'fraud'")
+        pytest.skip(f"TEST_POSTGRES_URL {redact_url(postgres_url)} has no password-less user 'fraud'")
     key = "fn-key-" + secrets.token_hex(16)
     host_settings = {"AzureWebJobs.retrain_function.Disabled": "true", "DEVHOST_REQUIRE_KEYS": "true",
                      "DEVHOST_FUNCTION_KEY": key}
@@ -249,7 +250,7 @@ def test_secrets_stay_out_of_logs_in_normal_operation_and_db_outage(azurite, pos
     for database_url in (up, down):
         services = configure_storage_only(monkeypatch, azurite.connection_string, database_url)
         if database_url == up:
-            db.create_schema(services.engine)
+            create_schema(services.engine)
         model_factory.publish(services.store)
         with FunctionHost(ROOT, settings=host_settings, port=0) as host:
             url = host.base_url
@@ -273,7 +274,7 @@ def test_secrets_stay_out_of_logs_in_normal_operation_and_db_outage(azurite, pos
             # The queue trigger stores the transactions (or fails to, with the database down).
             wait_for_log(caplog, "Executed 'Functions.persist_function' (Succeeded" if database_url == up
                          else "Executed 'Functions.persist_function' (Failed")
-        reset_services()
+        reset_wiring()
     text = all_log_text(caplog, tuple(ports))
     assert "Executed 'Functions.persist_function' (Succeeded" in text
     assert "Executed 'Functions.persist_function' (Failed" in text  # the outage was really seen...
@@ -287,8 +288,7 @@ def test_secrets_stay_out_of_logs_with_a_refused_storage_key_and_sql_server_pass
     """A storage key the service refuses (503, nothing queued) and SQL_CONNECTION_STRING with Pwd=."""
     from azure.storage.queue import QueueClient
 
-    from shared.app import get_services, reset_services
-    from shared.services import persist_message
+    from shared.wiring import get_wiring, reset_wiring
     from shared.storage.clients import queue_client
 
     caplog.set_level(logging.DEBUG)
@@ -308,7 +308,7 @@ def test_secrets_stay_out_of_logs_with_a_refused_storage_key_and_sql_server_pass
 
     # 2. A process whose storage key is refused from the start: no model can be read.
     monkeypatch.setenv("AzureWebJobsStorage", bad_connection)
-    reset_services()
+    reset_wiring()
     status, body = predict()
     assert status == 503 and "no model" in body["message"]
     bodies.append(json.dumps(body))
@@ -317,23 +317,23 @@ def test_secrets_stay_out_of_logs_with_a_refused_storage_key_and_sql_server_pass
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     monkeypatch.setenv("SQL_CONNECTION_STRING", f"Server=tcp:127.0.0.1,{free_port()};Database=fraud;"
                                                 f"Uid=fraudapp;Pwd={SQL_PASSWORD};Encrypt=yes;")
-    reset_services()
+    reset_wiring()
     status, body = predict()
     assert status == 200 and body["degraded"] is True
     bodies.append(json.dumps(body))
-    reader = QueueClient.from_connection_string(azurite.connection_string, get_services().settings.transactions_queue)
+    reader = QueueClient.from_connection_string(azurite.connection_string, get_wiring().settings.transactions_queue)
     [queued] = [m for m in reader.receive_messages(max_messages=32)][-1:]
     with pytest.raises(Exception) as failure:
-        persist_message(get_services(), base64.b64decode(queued.content))
+        get_wiring().persisting.persist(base64.b64decode(queued.content))
     logging.getLogger("test").error("persist failed", exc_info=failure.value)  # as the host logs it
-    reset_services()
+    reset_wiring()
     assert_no_secret(all_log_text(caplog) + "\n".join(bodies) + str(failure.value))
 
 
 def test_dev_host_stdout_has_no_secrets(azurite, model_factory, tmp_path):
     """The dev host as its own process (debug logging): key in ?code=, a password in DATABASE_URL
     pointing at a database that is down, the storage key in AzureWebJobsStorage."""
-    from shared.app import Services
+    from shared.wiring import Wiring
     from shared.cli import ensure_resources
     from shared.config import Settings
 
@@ -348,7 +348,7 @@ def test_dev_host_stdout_has_no_secrets(azurite, model_factory, tmp_path):
         "RETRAIN_SCHEDULE": "0 0 0 1 1 *", "AzureWebJobs.retrain_function.Disabled": "true",
         "DEVHOST_REQUIRE_KEYS": "true", "DEVHOST_FUNCTION_KEY": key,
     }
-    services = Services(Settings.from_env({**values, "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.db'}"}))
+    services = Wiring(Settings.from_env({**values, "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.db'}"}))
     ensure_resources(services)
     model_factory.publish(services.store)
     services.close()

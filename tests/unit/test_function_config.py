@@ -83,3 +83,14 @@ def test_every_setting_is_documented():
 def test_local_settings_is_git_ignored():
     assert "local.settings.json" in (ROOT / ".gitignore").read_text().splitlines()
     assert "local.settings.json" in (ROOT / ".funcignore").read_text().splitlines()
+
+
+def test_the_http_and_queue_functions_never_import_training_libraries():
+    """Predict's cold start loads the ONNX model only: no pandas, scikit-learn or matplotlib."""
+    import subprocess
+    import sys
+
+    code = ("import sys, predict_function, label_function, persist_function, openapi_function; "
+            "print(sorted({'pandas', 'sklearn', 'imblearn', 'matplotlib', 'scipy'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -76,6 +76,17 @@ def test_keys_are_not_checked_by_default_but_can_be_required(http_app, caplog):
     assert "Executed 'Functions.echo_" in devhost_logs and secret not in devhost_logs
 
 
+def test_a_function_key_opens_only_its_own_function_and_the_host_key_opens_all(http_app):
+    echo = next(p.name for p in http_app.root.iterdir() if p.name.startswith("echo_"))
+    settings = {"DEVHOST_REQUIRE_KEYS": "true", f"DEVHOST_KEY_{echo}": "echo-only",
+                "DEVHOST_KEY_some_other_function": "other-only", "DEVHOST_FUNCTION_KEY": "host-key"}
+    with FunctionHost(http_app.root, settings=settings, port=0) as host:
+        url = f"{host.base_url}/api/echo"
+        assert requests.get(url, params={"code": "echo-only"}, timeout=5).status_code == 200
+        assert requests.get(url, params={"code": "host-key"}, timeout=5).status_code == 200
+        assert requests.get(url, params={"code": "other-only"}, timeout=5).status_code == 401
+
+
 def test_require_keys_without_a_key_does_not_start(http_app):
     from devhost import DevHostError
 

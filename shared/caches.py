@@ -1,13 +1,16 @@
-"""The promoted model as the serving process sees it: loaded once, refreshed now and then,
-and never replaced by a version that fails verification."""
+"""What the serving process caches from storage: the promoted model (loaded once, refreshed
+now and then, never replaced by a version that fails verification) and the operator rules."""
 from __future__ import annotations
 
 import logging
 import threading
 import time
 
+from typing import Callable
+
 from .errors import ModelUnavailable
 from .model import ArtifactRejected, LoadedModel
+from .rules import Rule, RuleSet
 from .storage.blob import ModelStore
 
 log = logging.getLogger(__name__)
@@ -69,3 +72,40 @@ class ModelCache:
             log.error("model %s REFUSED: %s; serving %s", version, exc, current)
         except Exception as exc:
             log.warning("model %s could not be loaded (%s); serving %s", version, type(exc).__name__, current)
+
+
+class RuleCache:
+    """The operator rules, re-read every ``refresh_seconds`` in the background: a request never
+    waits on the database for them (except up to ``first_wait`` seconds for the very first
+    read). If the database cannot be read, the last rules read keep applying (none before the
+    first read: rules narrow what the model decides, so their absence never blocks scoring)."""
+
+    def __init__(self, load: Callable[[], list[Rule]], refresh_seconds: float, first_wait: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic):
+        self._load = load
+        self._refresh_seconds = refresh_seconds
+        self._first_wait = first_wait
+        self._clock = clock
+        self._rules = RuleSet.from_rules([])
+        self._started_at: float | None = None
+        self._loaded = threading.Event()
+        self._refreshing = threading.Lock()
+
+    def get(self) -> RuleSet:
+        if self._started_at is None or self._clock() - self._started_at >= self._refresh_seconds:
+            if self._refreshing.acquire(blocking=False):
+                self._started_at = self._clock()
+                threading.Thread(target=self._refresh, name="rules-refresh", daemon=True).start()
+            if not self._loaded.is_set():
+                self._loaded.wait(self._first_wait)
+        return self._rules
+
+    def _refresh(self) -> None:
+        try:
+            self._rules = RuleSet.from_rules(self._load())
+        except Exception as exc:  # keep the last rules; scoring goes on
+            log.warning("rules unreadable (%s); applying the %d rules read before", type(exc).__name__,
+                        len(self._rules))
+        finally:
+            self._loaded.set()
+            self._refreshing.release()
