@@ -62,6 +62,8 @@ class Settings:
     model_signing_key: str = field(default="", repr=False)
     min_training_rows: int = 200
     history_timeout_ms: int = 250
+    # Budget of one predict call's enqueue (waiting for the queue to accept its message): past it, 503.
+    enqueue_timeout_ms: int = 5000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -87,6 +89,7 @@ class Settings:
             model_signing_key=env.get("MODEL_SIGNING_KEY", ""),
             min_training_rows=_int(env, "MIN_TRAINING_ROWS", 200, minimum=10),
             history_timeout_ms=_int(env, "HISTORY_TIMEOUT_MS", 250, minimum=1),
+            enqueue_timeout_ms=_int(env, "ENQUEUE_TIMEOUT_MS", 5000, minimum=1),
         )
 
     @property
