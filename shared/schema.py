@@ -298,8 +298,11 @@ def parse_scored_message(data: Any) -> ScoredTransaction:
         errors.append(FieldError("fraud_probability", "must be a number in [0, 1]"))
     if not isinstance(data.get("is_fraud"), bool):
         errors.append(FieldError("is_fraud", "must be true or false"))
-    if not isinstance(data.get("model_version"), str) or not data.get("model_version"):
-        errors.append(FieldError("model_version", "must be a non-empty string"))
+    # Every column limit is enforced here: one item a server database cannot store (VARCHAR(64))
+    # would otherwise fail the insert of its whole batch.
+    model_version = _check_id(data, "model_version", errors, required=True, pattern=ID_PATTERN)
+    if not isinstance(data.get("degraded", False), bool):
+        errors.append(FieldError("degraded", "must be true or false when present"))
     scored_at = None
     try:
         scored_at = parse_timestamp(data.get("scored_at"))
@@ -311,7 +314,7 @@ def parse_scored_message(data: Any) -> ScoredTransaction:
         transaction=transaction,
         fraud_probability=float(probability),
         is_fraud=data["is_fraud"],
-        model_version=data["model_version"],
+        model_version=model_version,
         scored_at=scored_at,
-        degraded=bool(data.get("degraded", False)),
+        degraded=data.get("degraded", False),
     )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,8 @@ def decode_message(body: bytes) -> tuple[list[ScoredTransaction], list[str]]:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedMessage(f"not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedMessage("JSON nested too deeply") from None
     items = data[BATCH_KEY] if isinstance(data, dict) and isinstance(data.get(BATCH_KEY), list) else [data]
     good: list[ScoredTransaction] = []
     problems: list[str] = []
@@ -113,8 +116,38 @@ def persist_message(services: Services, body: bytes) -> int:
     if inserted < len(scored):
         log.info("%d of %d transactions already stored: redelivery ignored", len(scored) - inserted, len(scored))
     if problems:
-        raise MalformedMessage("; ".join(problems))
+        raise MalformedMessage(summarize_problems(problems))
     return inserted
+
+
+MAX_PROBLEMS_SHOWN = 10
+MAX_PROBLEM_CHARS = 160
+MAX_SUMMARY_CHARS = 1800  # the host logs it in one line: keep that line under ~2 KB
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` on one printable line of at most ``limit`` characters (control characters and
+    unpaired surrogates escaped: a message's field names must not forge log lines)."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return text if len(text) <= limit else text[:max(limit - 3, 0)] + "..."
+
+
+def summarize_problems(problems: list[str], shown: int = MAX_PROBLEMS_SHOWN,
+                       limit: int = MAX_SUMMARY_CHARS) -> str:
+    """The first ``shown`` problems, each shortened, then "and N more": one bounded line
+    however many items of a message are malformed."""
+    parts: list[str] = []
+    length = 0
+    for problem in problems[:shown]:
+        part = one_line(problem, MAX_PROBLEM_CHARS)
+        if length + len(part) + 2 > limit - 40:  # room for "; and N more"
+            break
+        parts.append(part)
+        length += len(part) + 2
+    rest = len(problems) - len(parts)
+    return "; ".join(parts + ([f"and {rest} more"] if rest else []))
 
 
 @dataclass(frozen=True)
