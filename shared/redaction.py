@@ -91,6 +91,17 @@ def _redact(text: str, whole_url: bool) -> tuple[str, list[str]]:
     return text, [value for value in found if value]
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` on one printable line of at most ``limit`` characters (control characters and
+    unpaired surrogates escaped: text from a message or an error must not forge log lines)."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return text if len(text) <= limit else text[:max(limit - 3, 0)] + "..."
+
+
 def redact(text: str) -> str:
     """``text`` (an error message, a log line) with every recognisable secret value masked."""
     return _redact(text, whole_url=False)[0]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from .schema import (
     format_timestamp,
     parse_scored_message,
 )
+from .redaction import one_line
 from .storage import db
 from .storage.queue import BATCH_KEY
 
@@ -123,25 +123,15 @@ def persist_message(services: Services, body: bytes) -> int:
 MAX_PROBLEMS_SHOWN = 10
 MAX_PROBLEM_CHARS = 160
 MAX_SUMMARY_CHARS = 1800  # the host logs it in one line: keep that line under ~2 KB
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def one_line(text: str, limit: int) -> str:
-    """``text`` on one printable line of at most ``limit`` characters (control characters and
-    unpaired surrogates escaped: a message's field names must not forge log lines)."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    text = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-    return text if len(text) <= limit else text[:max(limit - 3, 0)] + "..."
-
-
 def summarize_problems(problems: list[str], shown: int = MAX_PROBLEMS_SHOWN,
                        limit: int = MAX_SUMMARY_CHARS) -> str:
     """The first ``shown`` problems, each shortened, then "and N more": one bounded line
     however many items of a message are malformed."""
     parts: list[str] = []
     length = 0
+    each = max(min(MAX_PROBLEM_CHARS, (limit - 40) // max(shown, 1) - 2), 20)
     for problem in problems[:shown]:
-        part = one_line(problem, MAX_PROBLEM_CHARS)
+        part = one_line(problem, each)
         if length + len(part) + 2 > limit - 40:  # room for "; and N more"
             break
         parts.append(part)
