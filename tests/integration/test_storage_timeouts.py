@@ -153,12 +153,14 @@ def test_predict_answers_503_within_the_enqueue_budget_while_azurite_is_frozen_t
             print(f"sender call returned {time.monotonic() - started:.2f} s after the second 503")
         finally:
             os.kill(pid, signal.SIGCONT)
+            thawed = time.monotonic()
 
         def recovered():
             response, _ = predict("after-thaw")
             return response.status_code == 200
 
         wait_for(recovered, timeout=30, what="predict answers 200 again after SIGCONT", interval=0.5)
+        print(f"predict answered 200 again {time.monotonic() - thawed:.2f} s after SIGCONT")
         queued = [json.loads(m.get_body()) for m in drain_queue(services)]
         ids = [item["transaction_id"] for data in queued for item in data.get("transactions", [data])]
         assert "after-thaw" in ids
