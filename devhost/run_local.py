@@ -4,7 +4,8 @@ Starts Azurite (data in ``.azurite/``), prepares tables, container, queues and a
 first model when needed (``shared.cli init``), then serves the function app on
 port 7071 through Azure Functions Core Tools (``func start``) when it is
 installed, otherwise through the project's dev host. Ctrl-C stops everything it
-started. Running it again reuses the data.
+started, and so do SIGTERM and SIGHUP (what `timeout`, process managers, IDE stop
+buttons and a closed terminal send). Running it again reuses the data.
 
 ``AZURITE_BLOB_PORT`` / ``AZURITE_QUEUE_PORT`` / ``AZURITE_TABLE_PORT`` move Azurite
 off its usual 10000/10001/10002 (a second copy, the tests); the app is then given
@@ -51,7 +52,7 @@ def _azurite_ports() -> dict[str, int]:
             for name, port in AZURITE_PORTS.items()}
 
 
-def _start_azurite(env: dict[str, str]) -> Azurite | None:
+def _start_azurite(env: dict[str, str], started: list[Azurite]) -> Azurite | None:
     if env.get("AzureWebJobsStorage", "") != "UseDevelopmentStorage=true":
         print("AzureWebJobsStorage points at a real account: not starting Azurite")
         return None
@@ -68,6 +69,7 @@ def _start_azurite(env: dict[str, str]) -> Azurite | None:
         return None
     azurite = Azurite(blob_port=ports["blob"], queue_port=ports["queue"],
                       table_port=ports["table"], workdir=ROOT / ".azurite")
+    started.append(azurite)
     azurite.start()
     print(f"Azurite started (blob :{azurite.blob_port}, queue :{azurite.queue_port}, data in .azurite/)")
     return azurite
@@ -80,7 +82,24 @@ def _server_command(port: int) -> list[str]:
     return [sys.executable, "-m", "devhost", "--app-root", str(ROOT), "--port", str(port)]
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop_requested(signum: int, _frame) -> None:
+    """SIGTERM/SIGHUP end the run the way Ctrl-C does: through the cleanup below."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _hold_signals() -> None:
+    """While stopping what it started: a second Ctrl-C/SIGTERM/SIGHUP must not cut the cleanup
+    short (that is what left Azurite running); every step of it is bounded in time."""
+    for signum in (signal.SIGINT, *STOP_SIGNALS):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def main() -> int:
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop_requested)
     settings_path = _settings_file()
     try:
         local = read_local_settings(ROOT, settings_path)
@@ -97,13 +116,14 @@ def main() -> int:
     if database_url.startswith("sqlite:///") and not database_url.startswith("sqlite:////"):
         (ROOT / database_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
 
-    try:
-        azurite = _start_azurite(env)
-    except AzuriteUnavailable as exc:
-        print(f"run: Azurite did not start: {exc}", file=sys.stderr)
-        return 2
     server = None
+    started: list[Azurite] = []  # known before it starts: a stop signal meanwhile must stop it too
     try:
+        try:
+            _start_azurite(env, started)
+        except AzuriteUnavailable as exc:
+            print(f"run: Azurite did not start: {exc}", file=sys.stderr)
+            return 2
         print("preparing tables, container, queues and the first model (shared.cli init) ...")
         init = subprocess.run([sys.executable, "-m", "shared.cli", "init"], cwd=ROOT, env=env)
         if init.returncode != 0:
@@ -120,15 +140,18 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        _hold_signals()
         if server is not None and server.poll() is None:
             server.send_signal(signal.SIGINT)
             try:
                 server.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 server.kill()
-        if azurite is not None:
+        for azurite in started:
+            running = azurite.process is not None and azurite.process.poll() is None
             azurite.stop()
-            print("Azurite stopped")
+            if running:
+                print("Azurite stopped")
 
 
 if __name__ == "__main__":

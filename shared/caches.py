@@ -22,6 +22,7 @@ class ModelCache:
     verification, it keeps serving the last good model."""
 
     RETRY_WHILE_EMPTY_SECONDS = 1.0
+    REFRESH_WAIT_SECONDS = 1.0
 
     def __init__(self, store: ModelStore, refresh_seconds: float, clock=time.monotonic):
         self._store = store
@@ -33,15 +34,20 @@ class ModelCache:
         self._refreshing = threading.Lock()
 
     def get(self) -> LoadedModel:
-        if self._model is None or self._due():
-            # One thread refreshes; the others keep scoring with the model they have. With
-            # no model yet they wait for the load in flight instead of failing with 503.
-            if self._refreshing.acquire(blocking=self._model is None):
-                try:
-                    if self._due():
-                        self._refresh()
-                finally:
-                    self._refreshing.release()
+        if self._model is None:
+            # No model yet: wait for the load in flight instead of failing with 503.
+            with self._refreshing:
+                if self._model is None and self._due():
+                    self._refresh()
+        elif self._due() and self._refreshing.acquire(blocking=False):
+            # A model is serving: the check for a newer one runs beside the request, which waits
+            # at most REFRESH_WAIT_SECONDS for it; slow or silent blob storage delays no request
+            # by more (the old model keeps serving and the check finishes in the background).
+            self._checked_at = self._clock()
+            done = threading.Event()
+            threading.Thread(target=self._refresh_in_background, args=(done,), name="model-refresh",
+                             daemon=True).start()
+            done.wait(self.REFRESH_WAIT_SECONDS)
         if self._model is None:
             raise ModelUnavailable(
                 "no model is available yet: publish one with `python -m shared.cli init` or wait for retraining"
@@ -53,6 +59,13 @@ class ModelCache:
             return True
         interval = self._refresh_seconds if self._model else self.RETRY_WHILE_EMPTY_SECONDS
         return self._clock() - self._checked_at >= interval
+
+    def _refresh_in_background(self, done: threading.Event) -> None:
+        try:
+            self._refresh()
+        finally:
+            self._refreshing.release()
+            done.set()
 
     def _refresh(self) -> None:
         self._checked_at = self._clock()

@@ -1,22 +1,38 @@
-"""Operator commands: ``python -m shared.cli <command>`` (``--help`` lists them)."""
+"""Operator commands: ``python -m shared.cli <command>`` (``--help`` lists them).
+
+Settings come from the environment, and from the project's ``local.settings.json`` for those
+not set there (as the Functions host reads it; ``--settings FILE`` or ``$LOCAL_SETTINGS_FILE``
+names another). A failure is one line on stderr, secrets redacted, and an exit code:
+1 the operation failed, 2 bad arguments or settings, 3 storage unreachable or refusing,
+4 database unreachable or failing, 130 interrupted.
+"""
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 import logging
+import re
 import secrets
 import sys
 import time
+import traceback
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from .config import ConfigurationError, Settings, load_local_settings
+from .redaction import one_line, safe_text
 from .wiring import Wiring, get_wiring
 
 log = logging.getLogger("shared.cli")
 
 INIT_HISTORY_TRANSACTIONS = 60_000
 INIT_HISTORY_DAYS = 60
+POISON_LIST_LIMIT = 1000
+POISON_LIST_VISIBILITY_SECONDS = 30
+EXIT_FAILED, EXIT_USAGE, EXIT_STORAGE, EXIT_DATABASE = 1, 2, 3, 4
 
 
 def _print(data: Any) -> None:
@@ -131,8 +147,13 @@ def cmd_db_check(wiring: Wiring, args: argparse.Namespace) -> int:
     from .operations import database_status
 
     status = database_status(wiring)
+    if "error" in status:
+        status["error"] = one_line(safe_text(status["error"]), 500)
     _print(status)
-    return 0 if status["reachable"] else 2
+    if not status["reachable"]:
+        print(f"error: database {status['url']} unreachable: {status.get('error', '')}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_models(wiring: Wiring, args: argparse.Namespace) -> int:
@@ -171,25 +192,45 @@ def cmd_models(wiring: Wiring, args: argparse.Namespace) -> int:
     raise ValueError(args.action)
 
 
-def cmd_poison(wiring: Wiring, args: argparse.Namespace) -> int:
-    """Inspect the poison queue, or move its messages back for another try (after a fix)."""
-    from .usecases.persisting import MalformedMessage, decode_message
+def _operator_queue(settings: Settings, name: str):
+    """A queue client for operator commands: raw base64 text (moved verbatim, whatever bytes it
+    holds) and fail fast when storage is unreachable (the SDK default retries for about a minute):
+    refused at once, silent within 3 × 10 + 2 × 0.5 = 31 s."""
+    from azure.storage.queue import LinearRetry
+
     from .storage.clients import queue_client
 
+    return queue_client(settings, name, message_encode_policy=None, message_decode_policy=None,
+                        retry_policy=LinearRetry(backoff=0.5, random_jitter_range=0, retry_total=2),
+                        connection_timeout=5, read_timeout=10)
+
+
+def describe_poison_message(content: Any) -> tuple[int, str]:
+    """(valid items, one bounded line saying what is wrong) for a poison message's raw text."""
+    from .usecases.persisting import MalformedMessage, decode_message, summarize_problems
+
+    text = content if isinstance(content, str) else bytes(content or b"").decode("latin-1")
+    try:
+        body = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return 0, "not base64: the queue trigger cannot decode it"
+    try:
+        items, problems = decode_message(body)
+    except MalformedMessage as exc:
+        return 0, one_line(str(exc), 300)
+    except Exception as exc:  # whatever it holds, the listing goes on
+        return 0, f"cannot be read ({type(exc).__name__})"
+    summary = summarize_problems(problems, shown=3, limit=300) if problems else ""
+    return len(items), summary or "no problem found: likely a database error at the time"
+
+
+def cmd_poison(wiring: Wiring, args: argparse.Namespace) -> int:
+    """Inspect the poison queue, or move its messages back for another try (after a fix)."""
     settings = wiring.settings
+    poison = _operator_queue(settings, settings.poison_queue)
     if args.action == "list":
-        for message in wiring.poison_queue.client.peek_messages(max_messages=32):
-            try:
-                items, problems = decode_message(message.content)
-            except MalformedMessage as exc:
-                items, problems = [], [str(exc)]
-            print(f"{message.id}  dequeued {message.dequeue_count}x  {len(items)} valid item(s)  "
-                  f"{'; '.join(problems) or 'no problem found: likely a database error at the time'}")
-        return 0
-    # Raw clients: the base64 text moves verbatim, whatever bytes it holds.
-    poison = queue_client(settings, settings.poison_queue, message_encode_policy=None, message_decode_policy=None)
-    target = queue_client(settings, settings.transactions_queue, message_encode_policy=None,
-                          message_decode_policy=None)
+        return _list_poison(poison, args.limit, args.visibility_timeout)
+    target = _operator_queue(settings, settings.transactions_queue)
     moved = 0
     while True:
         batch = list(poison.receive_messages(max_messages=32, visibility_timeout=60))
@@ -199,8 +240,32 @@ def cmd_poison(wiring: Wiring, args: argparse.Namespace) -> int:
             target.send_message(message.content)
             poison.delete_message(message)
             moved += 1
-    print(f"moved {moved} message(s) from {wiring.settings.poison_queue} back to "
-          f"{wiring.settings.transactions_queue}")
+    print(f"moved {moved} message(s) from {settings.poison_queue} back to {settings.transactions_queue}")
+    return 0
+
+
+def _list_poison(poison, limit: int, visibility_timeout: int) -> int:
+    """Every message (up to ``limit``): received, not deleted, so the listing is not capped at
+    peek's 32; each is hidden while listed (at most ``visibility_timeout`` s) and made visible
+    again at the end. Receiving counts as a dequeue: each listing adds 1 to the counts shown."""
+    listed = []
+    try:
+        for message in poison.receive_messages(messages_per_page=min(32, limit), max_messages=limit,
+                                               visibility_timeout=visibility_timeout):
+            listed.append(message)
+            valid, problem = describe_poison_message(message.content)
+            inserted = message.inserted_on.isoformat() if message.inserted_on else "?"
+            size = len(message.content or "")
+            print(f"{message.id}  dequeued {message.dequeue_count}x  inserted {inserted}  {size} B  "
+                  f"{valid} valid item(s)  {problem}")
+    finally:
+        for message in listed:
+            try:
+                poison.update_message(message, pop_receipt=message.pop_receipt, visibility_timeout=0)
+            except Exception:  # it reappears after visibility_timeout anyway
+                pass
+    more = f"; the --limit of {limit} was reached, more may remain" if len(listed) >= limit else ""
+    print(f"{len(listed)} message(s) listed{more}")
     return 0
 
 
@@ -282,9 +347,24 @@ def cmd_backtest(wiring: Wiring, args: argparse.Namespace) -> int:
     return backtest_main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line. The backtest's options (which import the training libraries, seconds
+    of start-up) are added only when the command is ``backtest``."""
     parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level; tracebacks (redacted)")
+    parser.add_argument("--settings", metavar="FILE",
+                        help="local.settings.json to read settings from (default: $LOCAL_SETTINGS_FILE, else the "
+                             "project root's); the environment wins over it")
     commands = parser.add_subparsers(dest="command", required=True)
 
     init = commands.add_parser("init", help="create tables/container/queues; train and publish a first model")
@@ -331,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     poison = commands.add_parser("poison", help="list the poison queue, or requeue its messages")
     poison.add_argument("action", choices=["list", "requeue"])
+    poison.add_argument("--limit", type=_positive_int, default=POISON_LIST_LIMIT,
+                        help=f"list: at most this many messages (default {POISON_LIST_LIMIT})")
+    poison.add_argument("--visibility-timeout", type=_positive_int, default=POISON_LIST_VISIBILITY_SECONDS,
+                        help="list: messages are received (not deleted) to be listed, hidden for at most this "
+                             f"many seconds, and made visible again at the end (default "
+                             f"{POISON_LIST_VISIBILITY_SECONDS})")
     poison.set_defaults(handler=cmd_poison)
 
     labels = commands.add_parser("labels", help="labels by source: summary, list, revoke, expire orphans")
@@ -359,22 +445,91 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.set_defaults(handler=cmd_rebuild)
 
     backtest = commands.add_parser("backtest", help="ULB-handbook style out-of-time backtest on a CSV")
-    from .backtest_cli import add_arguments
+    if "backtest" in (sys.argv[1:] if argv is None else argv):
+        from .backtest_cli import add_arguments
 
-    add_arguments(backtest)
+        add_arguments(backtest)
     backtest.set_defaults(handler=cmd_backtest)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        # Wiring connect lazily: commands that need no storage never touch it.
+        load_local_settings(args.settings)  # before any setting is read, as the host does
+        # The wiring connects lazily: commands that need no storage never touch it.
         return args.handler(get_wiring(), args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # one line, never a traceback: operators need the reason
+        code, message = describe_failure(exc)
+        if args.verbose:
+            print(safe_text(traceback.format_exc()), file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        return code
+
+
+def describe_failure(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one line naming what failed and what to do) for an exception; secrets redacted."""
+    from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
+                                       ResourceNotFoundError, ServiceRequestError, ServiceResponseError)
+    from sqlalchemy import exc as sa_exc
+
+    reason = _reason(exc)
+    code = getattr(exc, "error_code", None)
+    code = getattr(code, "value", code) or ""
+    if isinstance(exc, ClientAuthenticationError) or getattr(exc, "status_code", None) == 403:
+        return EXIT_STORAGE, (f"storage refused the credentials (HTTP 403 {code}): check the account key or SAS "
+                              "in AzureWebJobsStorage (or the identity's role assignments)")
+    if isinstance(exc, ResourceNotFoundError):
+        return EXIT_STORAGE, (f"storage: not found ({code or reason}); "
+                              "create container and queues with `python -m shared.cli init`")
+    if isinstance(exc, ServiceRequestError):
+        return EXIT_STORAGE, f"storage unreachable: {reason}"
+    if isinstance(exc, ServiceResponseError):
+        return EXIT_STORAGE, f"storage did not answer: {reason}"
+    if isinstance(exc, HttpResponseError):
+        return EXIT_STORAGE, f"storage error (HTTP {exc.status_code} {code}): {reason}"
+    if isinstance(exc, AzureError):
+        return EXIT_STORAGE, f"storage: {reason}"
+    if isinstance(exc, (sa_exc.ArgumentError, sa_exc.NoSuchModuleError)):
+        return EXIT_USAGE, f"database setting not usable (DATABASE_URL / SQL_CONNECTION_STRING): {reason}"
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        hint = ""
+        if re.search(r"no such table|does not exist|invalid object name", reason, re.IGNORECASE):
+            hint = "; create the tables with `python -m shared.cli db-check` or `init`"
+        return EXIT_DATABASE, f"database {_database_label()} unreachable or failing: {reason}{hint}"
+    if isinstance(exc, ConfigurationError):
+        return EXIT_USAGE, f"configuration: {reason}"
+    if isinstance(exc, ValueError):
+        return EXIT_USAGE, reason
+    if isinstance(exc, OSError):
+        return EXIT_FAILED, reason
+    return EXIT_FAILED, f"{type(exc).__name__}: {reason}"
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message (a driver's own error when wrapped), redacted."""
+    original = getattr(exc, "orig", None) or exc
+    text = str(getattr(original, "message", None) or original).strip()
+    if isinstance(original, OSError) and original.strerror:
+        text = f"{original.strerror}: {original.filename}" if original.filename else original.strerror
+    # urllib3 prefixes its object's repr: "<urllib3.connection.HTTPConnection object at 0x...>: Failed..."
+    text = re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>:\s*", "", text)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return one_line(safe_text(first), 400)
+
+
+def _database_label() -> str:
+    from .storage.engines import database_url, redact_url
+
+    try:
+        settings = Settings.from_env()
+        return redact_url(database_url(settings.database_url, settings.sql_connection_string))
+    except Exception:
+        return "(unreadable setting)"
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@ transaction is scored and stored once however often it is sent.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -14,6 +17,24 @@ import requests
 from .schema import format_timestamp
 
 LABEL_BATCH = 1000
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds (delta-seconds or an HTTP date); None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+        return None if math.isnan(seconds) else seconds
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return (when - datetime.now(timezone.utc)).total_seconds()
 
 
 class PredictClient:
@@ -28,18 +49,29 @@ class PredictClient:
             self.session.headers["x-functions-key"] = key
         self.timeout = timeout
 
-    def predict(self, transaction: dict[str, Any], retries: int = 5, backoff: float = 0.5) -> requests.Response:
-        """POST one transaction, retrying 503s and connection errors with the same id."""
+    def predict(self, transaction: dict[str, Any], retries: int = 5, backoff: float = 0.5,
+                max_wait: float = 30.0) -> requests.Response:
+        """POST one transaction, retrying 503s, connection errors and timeouts with the same id.
+
+        After a 503 it waits what ``Retry-After`` asks (seconds or an HTTP date), else
+        ``backoff × 2^attempt``; never more than ``max_wait`` seconds per wait. The last
+        answer is returned (a 503 too) once ``retries`` are used up; the last connection
+        error or timeout is raised.
+        """
         for attempt in range(retries + 1):
             try:
                 response = self.session.post(f"{self.base_url}/api/predict", json=transaction, timeout=self.timeout)
                 if response.status_code != 503 or attempt == retries:
                     return response
+                delay = retry_after_seconds(response.headers.get("Retry-After"))
             except (requests.ConnectionError, requests.Timeout):
                 # Safe to resend: the same transaction_id is scored and stored once.
                 if attempt == retries:
                     raise
-            time.sleep(backoff * (2 ** attempt))
+                delay = None
+            if delay is None:
+                delay = backoff * (2 ** attempt)
+            time.sleep(min(max(delay, 0.0), max_wait))
         raise AssertionError("unreachable")
 
     def send_labels(self, labels: list[dict[str, Any]]) -> requests.Response:

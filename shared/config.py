@@ -5,11 +5,13 @@ On Azure these are the Function App's application settings; locally Core Tools
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, MutableMapping
 
 if TYPE_CHECKING:
     from .decisions import CostModel
@@ -17,6 +19,11 @@ if TYPE_CHECKING:
 # Azurite's well-known development connection string (public, documented by Microsoft).
 DEVELOPMENT_STORAGE = "UseDevelopmentStorage=true"
 DEFAULT_DATABASE_URL = "sqlite:///fraud.db"
+# The project root: where local.settings.json lives and where `make run` runs the host.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LOCAL_SETTINGS_FILE = "local.settings.json"
+# Names another settings file for the operator CLI (tests, a second checkout).
+LOCAL_SETTINGS_ENV = "LOCAL_SETTINGS_FILE"
 
 
 class ConfigurationError(ValueError):
@@ -105,6 +112,8 @@ class Settings:
     review_cost: float = 5.0
     decline_cost: float = 25.0
     fraud_loss: str = "amount"
+    # Budget of one predict call's enqueue (waiting for the queue to accept its message): past it, 503.
+    enqueue_timeout_ms: int = 5000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -146,6 +155,7 @@ class Settings:
             review_cost=_float(env, "REVIEW_COST", 5.0, low=0.0),
             decline_cost=_float(env, "DECLINE_COST", 25.0, low=0.0),
             fraud_loss=_fraud_loss(env),
+            enqueue_timeout_ms=_int(env, "ENQUEUE_TIMEOUT_MS", 5000, minimum=1),
         )
 
     @property
@@ -165,3 +175,61 @@ class Settings:
     def poison_queue(self) -> str:
         """The queue the Functions host moves failing messages to after maxDequeueCount."""
         return f"{self.transactions_queue}-poison"
+
+
+def load_local_settings(path: str | os.PathLike | None = None,
+                        environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Export ``local.settings.json``'s ``Values`` into the environment, as Core Tools does for
+    the host: a name already set in the real environment wins. For the operator CLI, so README
+    commands see the settings `make run` serves with; the function app never calls it.
+
+    The file is ``path``, else ``$LOCAL_SETTINGS_FILE``, else the project root's; a default
+    file that does not exist is no error (there are only real app settings, as on Azure). A
+    relative SQLite ``DATABASE_URL`` from the file is made absolute against the file's folder
+    (the project root, where `make run` runs the host), whatever the current directory.
+    Returns the names it set.
+    """
+    environ = os.environ if environ is None else environ
+    explicit = path if path is not None else environ.get(LOCAL_SETTINGS_ENV) or None
+    file = Path(explicit) if explicit else PROJECT_ROOT / LOCAL_SETTINGS_FILE
+    if not file.is_file():
+        if explicit:
+            raise ConfigurationError(f"settings file {file} does not exist")
+        return []
+    try:
+        data = json.loads(file.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read {file}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("Values") or {}, dict):
+        raise ConfigurationError(f"{file} must hold a JSON object with a \"Values\" object")
+    if data.get("IsEncrypted") is True:
+        raise ConfigurationError(f"{file} is encrypted (IsEncrypted: true); only plain-text settings can be read")
+    added = []
+    for name, value in (data.get("Values") or {}).items():
+        if name in environ:
+            continue
+        text = _setting_text(value)
+        if name == "DATABASE_URL":
+            text = absolute_sqlite_url(text, file.resolve().parent)
+        environ[name] = text
+        added.append(name)
+    return added
+
+
+def _setting_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def absolute_sqlite_url(url: str, base: Path) -> str:
+    """``sqlite:///relative/path.db`` → ``sqlite:////<base>/relative/path.db``; anything else unchanged."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/"):
+        return url
+    path, sep, query = url[len(prefix):].partition("?")
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return url
+    return prefix + str(base / path) + sep + query

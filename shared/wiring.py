@@ -100,8 +100,9 @@ class Wiring:
 
     @cached_property
     def sender(self) -> BatchingSender:
-        """Enqueues scored transactions, grouping concurrent requests into one message."""
-        return BatchingSender(self.queue)
+        """Enqueues scored transactions, grouping concurrent requests into one message; a
+        predict call waits at most ``ENQUEUE_TIMEOUT_MS`` for its message to be accepted."""
+        return BatchingSender(self.queue, timeout=self.settings.enqueue_timeout_ms / 1000)
 
     @cached_property
     def poison_queue(self) -> TransactionQueue:

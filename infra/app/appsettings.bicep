@@ -46,6 +46,7 @@ var appSettings = {
   MODEL_REFRESH_SECONDS: '60'
   THRESHOLD_RULE: 'max_f1'
   HISTORY_TIMEOUT_MS: '250'
+  ENQUEUE_TIMEOUT_MS: '5000'
   PREDICT_MAX_AGE_HOURS: '24'
   // Training: a bounded sample of the recent labeled population, sized for the 2 GB instance.
   TRAINING_WINDOW_DAYS: '90'

@@ -6,10 +6,13 @@ Layout of the model container::
     versions/<version>/metadata.json    version, created_at, libraries, features,
                                          threshold, metrics, training rows, sha256
     versions/<version>/report/...       evaluation report files
-    current.json                        {"version": ..., "history": [older promoted versions]}
+    current.json                        {"version": ..., "history": [older promoted versions, newest
+                                         first], "rolled_back": [{"version", "at", "to"}, ...]}
     locks/retrain                       leased while a retrain runs
 
-Versions are never deleted, so any of them can be promoted again (rollback).
+Complete versions stay, so any of them can be promoted again; only incomplete ones (files
+without metadata.json: a publish that died) and never-promoted ones may be deleted
+(:meth:`ModelStore.delete_version` refuses the promoted version and the history).
 """
 from __future__ import annotations
 
@@ -17,8 +20,8 @@ import json
 import logging
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -40,7 +43,11 @@ log = logging.getLogger(__name__)
 
 POINTER_BLOB = "current.json"
 RETRAIN_LOCK_BLOB = "locks/retrain"
-LEASE_SECONDS = 60  # the longest finite blob lease; renewed while the holder works
+# The shortest finite blob lease, renewed every LEASE_RENEW_SECONDS while the holder works: a
+# holder that dies (killed mid-publish) stops renewing, and the lease is free within 15 s.
+LEASE_SECONDS = 15
+LEASE_RENEW_SECONDS = 5
+MAX_POINTER_HISTORY = 50
 
 
 class LockHeld(RuntimeError):
@@ -168,17 +175,48 @@ class ModelStore:
     def promote(self, version: str, reason: str = "") -> None:
         """Make ``version`` the one predict serves; the previous one goes on the history."""
         self.metadata(version)  # refuse to point at a version that is not complete
+
+        def change(pointer: dict[str, Any] | None) -> dict[str, Any]:
+            history = [pointer["version"], *pointer.get("history", [])] if pointer else []
+            return self._pointer(version, reason, [v for v in history if v != version],
+                                 [r for r in (pointer or {}).get("rolled_back", []) if r.get("version") != version])
+
+        self._update_pointer(change)
+
+    def rollback(self) -> str:
+        """Promote the version that was promoted before the current one, going back along the
+        history: A→B→C promoted, rollback serves B, rollback again serves A. The version rolled
+        back from is recorded under ``rolled_back`` and not put on the history, so it is never
+        rolled back *to*; a later promotion pushes the current version on the history as usual."""
+        target: list[str] = []
+
+        def change(pointer: dict[str, Any] | None) -> dict[str, Any]:
+            if not pointer or not pointer.get("history"):
+                raise ValueError("no earlier promoted version to roll back to")
+            current, (previous, *older) = pointer["version"], pointer["history"]
+            try:
+                self.metadata(previous)
+            except ResourceNotFoundError:
+                raise ValueError(f"cannot roll back to {previous}: its metadata.json is missing") from None
+            now = datetime.now(timezone.utc).isoformat()
+            rolled_back = [{"version": current, "at": now, "to": previous}, *pointer.get("rolled_back", [])]
+            target[:] = [previous]
+            return self._pointer(previous, f"rollback from {current}", older, rolled_back)
+
+        self._update_pointer(change)
+        return target[0]
+
+    @staticmethod
+    def _pointer(version: str, reason: str, history: list[str], rolled_back: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"version": version, "promoted_at": datetime.now(timezone.utc).isoformat(), "reason": reason,
+                "history": history[:MAX_POINTER_HISTORY], "rolled_back": rolled_back[:MAX_POINTER_HISTORY]}
+
+    def _update_pointer(self, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> None:
+        """Rewrite the pointer with ``change(current pointer)``, retrying if another process
+        changed it meanwhile (ETag condition)."""
         for _ in range(5):
             etag, pointer = self._pointer_with_etag()
-            history = []
-            if pointer:
-                history = [pointer["version"], *pointer.get("history", [])][:50]
-            body = json.dumps({
-                "version": version,
-                "promoted_at": datetime.now(timezone.utc).isoformat(),
-                "reason": reason,
-                "history": [v for v in history if v != version],
-            })
+            body = json.dumps(change(pointer))
             try:
                 if etag:
                     self.container.upload_blob(POINTER_BLOB, body, overwrite=True, etag=etag,
@@ -194,14 +232,47 @@ class ModelStore:
                 raise
         raise RuntimeError("could not update the model pointer: too many concurrent changes")
 
-    def rollback(self) -> str:
-        """Promote the version that was promoted before the current one."""
-        pointer = self.read_pointer()
-        if not pointer or not pointer.get("history"):
-            raise ValueError("no earlier promoted version to roll back to")
-        previous = pointer["history"][0]
-        self.promote(previous, reason=f"rollback from {pointer['version']}")
-        return previous
+    # --- versions a killed publish left behind -------------------------------------------
+
+    def incomplete_versions(self, older_than: timedelta) -> list[str]:
+        """Versions with files but no metadata.json (a publish that died before its last
+        upload) whose newest file is older than ``older_than``: younger ones may still be
+        being published."""
+        newest: dict[str, datetime] = {}
+        complete: set[str] = set()
+        for blob in self.container.list_blobs(name_starts_with="versions/"):
+            parts = blob.name.split("/", 2)
+            if len(parts) < 3:
+                continue
+            version = parts[1]
+            if parts[2] == "metadata.json":
+                complete.add(version)
+            modified = blob.last_modified
+            if version not in newest or modified > newest[version]:
+                newest[version] = modified
+        cutoff = datetime.now(timezone.utc) - older_than
+        return sorted(v for v, modified in newest.items() if v not in complete and modified <= cutoff)
+
+    def delete_version(self, version: str) -> int:
+        """Delete every file of ``version``; return how many. Refuses the promoted version and
+        any version on the pointer's history (rollback targets). metadata.json goes first, so a
+        deletion cut short leaves an incomplete version that :meth:`incomplete_versions` finds."""
+        prefix = _version_prefix(version)
+        pointer = self.read_pointer() or {}
+        if version == pointer.get("version"):
+            raise ValueError(f"model {version} is the promoted version: it cannot be deleted")
+        if version in pointer.get("history", []):
+            raise ValueError(f"model {version} is in the promotion history (a rollback target): not deleted")
+        names = [b.name for b in self.container.list_blobs(name_starts_with=prefix)]
+        names.sort(key=lambda name: name != prefix + "metadata.json")
+        for name in names:
+            try:
+                self.container.delete_blob(name)
+            except ResourceNotFoundError:
+                pass
+        if names:
+            log.info("model %s deleted (%d files)", version, len(names))
+        return len(names)
 
     def _pointer_with_etag(self) -> tuple[str | None, dict[str, Any] | None]:
         try:
@@ -233,11 +304,14 @@ class ModelStore:
         stop = threading.Event()
 
         def renew() -> None:
-            while not stop.wait(LEASE_SECONDS / 3):
+            wait = LEASE_RENEW_SECONDS
+            while not stop.wait(wait):
                 try:
                     lease.renew()
-                except Exception:  # keep trying: the work must not die because of one renewal
+                    wait = LEASE_RENEW_SECONDS
+                except Exception:  # keep trying, sooner: the work must not die because of one renewal
                     log.warning("could not renew the lease on %s", lock_blob, exc_info=True)
+                    wait = 1
 
         renewer = threading.Thread(target=renew, name="lease-renewer", daemon=True)
         renewer.start()

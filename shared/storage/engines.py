@@ -43,13 +43,11 @@ def database_url(database_url: str, sql_connection_string: str = "") -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password hidden, for logs and error messages."""
-    try:
-        parsed = sa.engine.make_url(url)
-    except Exception:
-        return "<unparseable database URL>"
-    text = parsed.render_as_string(hide_password=True)
-    return re.sub(r"(?i)(pwd|password)(%3D|=)[^;&%]*", r"\1\2***", text)
+    """The URL with any password hidden, for logs and error messages (every form: see
+    :mod:`shared.redaction`; make_url misreads a password with an unencoded ``@``)."""
+    from ..redaction import redact_url as redact
+
+    return redact(url)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

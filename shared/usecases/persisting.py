@@ -5,6 +5,7 @@ import json
 import logging
 from typing import Protocol, Sequence
 
+from ..redaction import one_line
 from ..schema import ScoredTransaction, ValidationError, parse_scored_message
 from ..storage.queue import BATCH_KEY
 from ..storage.transactions import AddResult
@@ -13,8 +14,9 @@ log = logging.getLogger(__name__)
 
 # A poison message can hold thousands of bad items: list a few, count the rest, so one
 # message never makes a multi-megabyte log line.
-MAX_PROBLEMS_LISTED = 10
-MAX_PROBLEM_CHARS = 200
+MAX_PROBLEMS_SHOWN = 10
+MAX_PROBLEM_CHARS = 160
+MAX_SUMMARY_CHARS = 1800  # the host logs it in one line: keep that line under ~2 KB
 
 
 class MalformedMessage(ValueError):
@@ -30,8 +32,10 @@ def decode_message(body: bytes) -> tuple[list[ScoredTransaction], list[str]]:
     the problems of the malformed items. Raises MalformedMessage if it is not JSON."""
     try:
         data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise MalformedMessage(f"not UTF-8 JSON: {str(exc)[:MAX_PROBLEM_CHARS]}") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedMessage(f"not UTF-8 JSON: {one_line(str(exc), MAX_PROBLEM_CHARS)}") from None
+    except RecursionError:
+        raise MalformedMessage("JSON nested too deeply") from None
     items = data[BATCH_KEY] if isinstance(data, dict) and isinstance(data.get(BATCH_KEY), list) else [data]
     good: list[ScoredTransaction] = []
     problems: list[str] = []
@@ -43,11 +47,20 @@ def decode_message(body: bytes) -> tuple[list[ScoredTransaction], list[str]]:
     return good, problems
 
 
-def summarize_problems(problems: list[str]) -> str:
-    """At most MAX_PROBLEMS_LISTED problems, each cut short, and how many more there were."""
-    shown = [p if len(p) <= MAX_PROBLEM_CHARS else p[:MAX_PROBLEM_CHARS] + "…" for p in problems[:MAX_PROBLEMS_LISTED]]
-    more = len(problems) - len(shown)
-    return "; ".join(shown) + (f"; and {more} more" if more else "")
+def summarize_problems(problems: list[str], shown: int = MAX_PROBLEMS_SHOWN, limit: int = MAX_SUMMARY_CHARS) -> str:
+    """The first ``shown`` problems, each shortened, then "and N more": one bounded line
+    however many items of a message are malformed."""
+    parts: list[str] = []
+    length = 0
+    each = max(min(MAX_PROBLEM_CHARS, (limit - 40) // max(shown, 1) - 2), 20)
+    for problem in problems[:shown]:
+        part = one_line(problem, each)
+        if length + len(part) + 2 > limit - 40:  # room for "; and N more"
+            break
+        parts.append(part)
+        length += len(part) + 2
+    rest = len(problems) - len(parts)
+    return "; ".join(parts + ([f"and {rest} more"] if rest else []))
 
 
 class Persisting:

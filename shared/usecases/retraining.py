@@ -100,11 +100,15 @@ class Models(Protocol):
     def load_guard(self, version: str) -> pd.DataFrame | None: ...
     def publish(self, version: str, model_bytes: bytes, metadata: dict, extra_files: dict | None = ...) -> None: ...
     def promote(self, version: str, reason: str = ...) -> None: ...
+    def incomplete_versions(self, older_than: timedelta) -> list[str]: ...
+    def delete_version(self, version: str) -> int: ...
 
 
 # A run still "running" this long after it started has lost its process (the lease it renews
 # expires within seconds of a crash, and a retrain takes minutes).
 ABANDONED_AFTER = timedelta(hours=2)
+# A version without metadata this old was abandoned (a publish takes seconds).
+ORPHAN_AFTER = timedelta(minutes=10)
 
 
 class Retraining:
@@ -129,7 +133,7 @@ class Retraining:
         run = TrainingRun(started_at=self.clock(), trigger=trigger)
         try:
             with self.models.exclusive():
-                self.runs.fail_abandoned(ABANDONED_AFTER)
+                self._clean_up_after_crashes()
                 self._run(run, force)
         except LockHeld:
             run.status, run.reason = "skipped", "another retrain is running (lease held)"
@@ -144,6 +148,14 @@ class Retraining:
         self.runs.finish(run)
         log.info("training run %s: %s (%s)", run.trigger, run.status, run.reason)
         return run
+
+    def _clean_up_after_crashes(self) -> None:
+        """What a retrain killed mid-way left: its run still "running", its half-published
+        version (files without metadata). Holding the lease, nothing else is publishing."""
+        self.runs.fail_abandoned(ABANDONED_AFTER)
+        for version in self.models.incomplete_versions(older_than=ORPHAN_AFTER):
+            log.warning("deleting version %s: its publication never finished", version)
+            self.models.delete_version(version)
 
     def _run(self, run: TrainingRun, force: bool) -> None:
         s = self.settings

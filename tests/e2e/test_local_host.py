@@ -202,17 +202,18 @@ def test_local_service_scores_persists_retrains_on_timer_and_serves_new_model(az
         new_version = run["model_version"]
         assert services.store.current_version() == new_version
 
-        # 5. Without restarting the host, predict serves the new version (refresh every 1 s).
-        probe = dict(payloads[0], transaction_id=f"e2e-{token}-probe")
+        # 5. Without restarting the host, predict serves the new version (refresh every 1 s) to
+        #    new transactions (a replayed id keeps its first answer: each probe is a new one).
+        probes = iter(range(1000))
 
         def served_version():
+            probe = dict(payloads[0], transaction_id=f"e2e-{token}-probe-{next(probes)}")
             answer = requests.post(f"{host.base_url}/api/predict", json=probe, timeout=30)
             assert answer.status_code == 200, answer.text
             return answer.json()["model_version"] == new_version
 
         wait_for(served_version, 15, f"predict answering with model {new_version}", interval=0.5)
-        wait_for(lambda: f"e2e-{token}-probe" in stored_ids(services.engine, f"e2e-{token}-probe"), 15,
-                 "the probe transaction persisted")
+        wait_for(lambda: stored_ids(services.engine, f"e2e-{token}-probe"), 15, "the probe transactions persisted")
 
     print(f"\n{len(payloads)} predictions over HTTP in {http_seconds:.1f}s; retrained by the timer "
           f"{retrain_seconds:.1f}s after the labels ({run['status']})")

@@ -13,6 +13,7 @@ import persist_function
 import predict_function
 import retrain_function
 from harness.app import SMALL_PARAMS, drain_queue, http_request
+from harness.waiting import wait_for
 from shared.client import transaction_payload
 from shared.operations import import_history, table_counts
 
@@ -70,6 +71,8 @@ def test_request_to_retrained_model(app_with_model, model_factory, monkeypatch):
     # Predict serves the new version without a restart (refresh interval 0 in tests) to new
     # transactions; a replay of an earlier one still gets its first answer.
     first = next(new.itertuples())
+    services.models.get()  # the refresh runs in the background: let it land
+    wait_for(lambda: services.models.get().version == new_version, 10, "the new version loaded")
     fresh = {**transaction_payload(first), "transaction_id": "after-retrain"}
     response = predict_function.main(http_request(fresh))
     assert json.loads(response.get_body())["model_version"] == new_version

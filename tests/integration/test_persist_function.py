@@ -85,13 +85,24 @@ def test_a_malformed_item_does_not_lose_the_good_ones(app_env, caplog):
     assert len(rows(app_env)) == 2
 
 
-def test_a_message_of_thousands_of_bad_items_logs_bounded_lines(app_env, caplog):
-    """A 40 KB message of 10,000 ``{}`` items: the error names a few and counts the rest."""
-    body = batch_body(*([{}] * 10_000))
+def test_a_message_of_thousands_of_bad_items_logs_a_bounded_line(app_env, caplog):
+    body = batch_body(*([{}] * 10_000))  # ~40 KB on the queue
+    assert len(body) < 64 * 1024
+    caplog.set_level("DEBUG")
     with pytest.raises(MalformedMessage) as info:
         persist_function.main(message(body))
+    assert len(str(info.value)) <= 2048
     assert "and 9990 more" in str(info.value)
-    assert max(len(record.getMessage()) for record in caplog.records) < 4000
+    assert str(info.value).count("item ") <= 11
+    lines = [record.getMessage() for record in caplog.records]
+    assert any("malformed" in line for line in lines)
+    assert max(len(line) for line in lines) <= 2048, max(len(line) for line in lines)
+
+
+def test_deeply_nested_json_is_malformed_not_a_crash(app_env, caplog):
+    with pytest.raises(MalformedMessage, match="nested too deeply"):
+        persist_function.main(message(b"[" * 100_000 + b"]" * 100_000))
+    assert rows(app_env) == []
 
 
 def test_old_messages_without_decision_fields_still_persist(app_env):

@@ -189,3 +189,68 @@ def test_run_serves_the_app_and_ctrl_c_stops_it_and_its_azurite(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# --- stopped by a signal, as `timeout`, process managers and IDE stop buttons do ------------------------
+
+def wait_until_serving(process: subprocess.Popen, http_port: int, output: Path, timeout: float = 150) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, f"run_local exited with {process.returncode}:\n{output.read_text()}"
+        assert time.monotonic() < deadline, f"no answer within {timeout:g} s:\n{output.read_text()}"
+        if port_in_use(http_port):
+            try:
+                requests.get(f"http://127.0.0.1:{http_port}/api/openapi.json", timeout=10)
+                return
+            except requests.ConnectionError:
+                pass
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_sigterm_and_sighup_stop_everything_as_ctrl_c_does(tmp_path):
+    ports = {"http": free_port(), "blob": free_port(), "queue": free_port(), "table": free_port()}
+    if len(set(ports.values())) < 4:
+        pytest.fail("free_port returned the same port twice; rerun")
+    root = project_copy(tmp_path, ports["http"])
+    env = run_local_env(tmp_path, AZURITE_BLOB_PORT=str(ports["blob"]), AZURITE_QUEUE_PORT=str(ports["queue"]),
+                        AZURITE_TABLE_PORT=str(ports["table"]))
+    try:
+        # The first run initialises (first model); the second reuses the data and serves at once.
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            output = tmp_path / f"run_local-{signum.name}.out"
+            with open(output, "wb") as out:
+                process = subprocess.Popen([sys.executable, "-m", "devhost.run_local"], cwd=root, env=env,
+                                           stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                wait_until_serving(process, ports["http"], output)
+                assert port_in_use(ports["blob"]) and port_in_use(ports["queue"]), output.read_text()
+                # To run_local's process only (not its group): what `timeout` and process managers do.
+                os.kill(process.pid, signum)
+                sent = time.monotonic()
+                try:
+                    returncode = process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pytest.fail(f"run_local did not stop within 30 s of {signum.name}:\n{output.read_text()}")
+                took = time.monotonic() - sent
+                print(f"{signum.name}: run_local exited {returncode} after {took:.1f} s")
+                text = output.read_text()
+                assert returncode == 0 and "Azurite stopped" in text and "Traceback" not in text, text
+                assert took < 20
+                deadline = time.monotonic() + 10
+                while processes_of(root) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert processes_of(root) == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in processes_of(root)]
+                for name, port in ports.items():
+                    if name != "table":
+                        assert not port_in_use(port), f"{name} port {port} still open after {signum.name}"
+            finally:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+    finally:
+        for pid in processes_of(root):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -90,3 +90,43 @@ def test_sender_survives_a_failure():
     target.fail = False
     sender.send({"transaction_id": "y"})
     assert [json.loads(t) for t in target.sent] == [{"transaction_id": "y"}]
+
+
+class BlockingQueue:
+    """A queue whose send hangs until released (Azurite frozen)."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.sent: list[str] = []
+
+    def send_text(self, text: str) -> str:
+        self.release.wait(30)
+        self.sent.append(text)
+        return "1"
+
+
+def test_a_send_that_outlasts_its_budget_is_enqueue_failed_and_never_sent_later():
+    target = BlockingQueue()
+    sender = BatchingSender(target, timeout=0.3)
+    failures = {}
+
+    def first():
+        try:
+            sender.send({"transaction_id": "stuck"})
+        except EnqueueFailed as exc:
+            failures["stuck"] = exc
+
+    stuck = threading.Thread(target=first)
+    stuck.start()
+    time.sleep(0.05)  # the sender thread is now inside send_text with "stuck"
+    started = time.monotonic()
+    with pytest.raises(EnqueueFailed, match="not accepted within 0.3 s"):
+        sender.send({"transaction_id": "waiting"})  # queued behind the hung send
+    assert time.monotonic() - started < 1.0
+    stuck.join(2)
+    assert isinstance(failures.get("stuck"), EnqueueFailed)
+    target.release.set()
+    sender.send({"transaction_id": "later"}, timeout=5)
+    # "waiting" timed out before the sender took it: it is dropped, not sent after its caller got a 503.
+    sent = [item["transaction_id"] for text in target.sent for item in items_of(text)]
+    assert sent == ["stuck", "later"]

@@ -24,3 +24,10 @@ def test_bad_numbers_are_named():
 
 def test_signing_key_not_in_repr():
     assert "topsecret" not in repr(Settings.from_env({"MODEL_SIGNING_KEY": "topsecret"}))
+
+
+def test_enqueue_timeout_has_a_default_and_is_validated():
+    assert Settings.from_env({}).enqueue_timeout_ms == 5000
+    assert Settings.from_env({"ENQUEUE_TIMEOUT_MS": "1500"}).enqueue_timeout_ms == 1500
+    with pytest.raises(ConfigurationError, match="ENQUEUE_TIMEOUT_MS"):
+        Settings.from_env({"ENQUEUE_TIMEOUT_MS": "0"})

@@ -176,3 +176,32 @@ def test_queue_message_round_trip_and_malformed():
 def test_future_skew_boundary():
     ok = (NOW + timedelta(hours=23)).isoformat()
     assert validate_transaction({**VALID, "timestamp": ok}, now=NOW)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"model_version": "v" * 65}, "model_version"),  # VARCHAR(64): SQL Server/PostgreSQL would fail the batch
+    ({"model_version": "v1\n"}, "model_version"),
+    ({"model_version": "v 1"}, "model_version"),
+    ({"model_version": 7}, "model_version"),
+    ({"model_version": ""}, "model_version"),
+    ({"degraded": "no"}, "degraded"),
+    ({"is_fraud": 1}, "is_fraud"),
+])
+def test_queued_message_fields_fit_their_columns(change, field):
+    from shared.schema import ScoredTransaction
+
+    message = json.loads(json.dumps(ScoredTransaction(validate_transaction(VALID, now=NOW), 0.25, False, "v1",
+                                                      NOW).to_message()))
+    with pytest.raises(ValidationError) as info:
+        parse_scored_message({**message, **change})
+    assert field in fields(info.value)
+    assert parse_scored_message({**message, "model_version": "2026-11-23T22:54:58Z_x." + "9" * 41})
+
+
+def test_problem_summaries_are_one_bounded_line():
+    from shared.usecases.persisting import summarize_problems
+
+    assert summarize_problems(["a", "b"]) == "a; b"
+    summary = summarize_problems([f"item {i}: " + "x" * 500 + "\n\x1b[31m" for i in range(10_000)])
+    assert len(summary) <= 1800 and "\n" not in summary and "\x1b" not in summary
+    assert summary.endswith("and 9990 more")
