@@ -8,6 +8,8 @@ run: setup
 	@.venv/bin/python -m devhost.run_local
 
 test: setup
+	.venv/bin/python -m ruff check .
+	.venv/bin/python -m mypy
 	.venv/bin/python -m pytest
 
 bench: setup

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.harness import Environment, Row, latency_stats, print_table
 
-from bench.harness import Environment, Row, latency_stats, print_table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def section_inference(env: Environment, rows: list[Row], repeats: int) -> None:

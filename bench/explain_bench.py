@@ -15,15 +15,14 @@ Prints median and p99 in microseconds.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _latency(call: Callable[[int], Any], repeats: int) -> tuple[float, float]:

@@ -10,10 +10,11 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -70,11 +71,11 @@ def history_start(days: int) -> str:
 class BenchApp:
     """An app environment: settings in os.environ, a SQLite history, a promoted model."""
 
-    def __init__(self, env: "Environment", history_rows: int):
-        from shared.wiring import get_wiring, reset_wiring
+    def __init__(self, env: Environment, history_rows: int):
         from shared.cli import ensure_resources
         from shared.services import import_history
         from shared.simulator import simulate_for_volume
+        from shared.wiring import get_wiring, reset_wiring
 
         self.suffix = uuid.uuid4().hex[:8]
         self.db_path = env.workdir / f"history-{history_rows}.db"
@@ -121,7 +122,7 @@ class Environment:
         self._model: dict[str, Any] | None = None
         self._apps: dict[int, BenchApp] = {}
 
-    def __enter__(self) -> "Environment":
+    def __enter__(self) -> Environment:
         from devhost.azurite import Azurite, free_port
 
         self.azurite = Azurite(blob_port=free_port(), queue_port=free_port(), workdir=self.workdir / "azurite")
@@ -137,13 +138,12 @@ class Environment:
     def trained_model(self) -> dict[str, Any]:
         """The production configuration trained on 100k simulated transactions."""
         if self._model is None:
+            from shared.compiled import OnnxScorer
             from shared.features import DEFAULT_SPEC
-            from shared.model import new_version
+            from shared.model import LoadedModel, new_version
             from shared.retraining import package_candidate, train_candidate
             from shared.simulator import simulate_for_volume
             from shared.training import TrainingParams
-            from shared.compiled import OnnxScorer
-            from shared.model import LoadedModel
 
             days = 90
             history = simulate_for_volume(100_000, seed=3, n_days=days, start_date=history_start(days))
@@ -264,11 +264,11 @@ class Environment:
 
     def retrain(self, size: int) -> dict[str, Any]:
         """Run the retraining job on ``size`` labeled transactions in a fresh process."""
-        from shared.wiring import Wiring
         from shared.cli import ensure_resources
         from shared.config import Settings
         from shared.services import import_history
         from shared.simulator import simulate_for_volume
+        from shared.wiring import Wiring
 
         suffix = uuid.uuid4().hex[:8]
         settings = {

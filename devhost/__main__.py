@@ -33,10 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class _UtcFormatter(logging.Formatter):
-    converter = time.gmtime
-
     def formatTime(self, record, datefmt=None):  # noqa: N802 - logging API
-        return time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + f".{int(record.msecs):03d}Z"
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
 def configure_logging(verbose: bool) -> None:

@@ -68,7 +68,7 @@ class Azurite:
     def connection_string(self) -> str:
         return connection_string(self.blob_port, self.queue_port)
 
-    def start(self) -> "Azurite":
+    def start(self) -> Azurite:
         binary = PROJECT_ROOT / "node_modules" / ".bin" / "azurite"
         if not binary.exists():
             raise AzuriteUnavailable(f"{binary} is missing: run `npm ci` in the project root")

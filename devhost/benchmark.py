@@ -102,11 +102,12 @@ def run_benchmark(seconds: float = 10.0, processes: int = 2, threads: int = 4, k
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                     break
-                except OSError:
+                except OSError as exc:
                     if server.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"devhost did not start: {server.stderr.read().decode()}")
+                        error = server.stderr.read().decode() if server.stderr else ""
+                        raise RuntimeError(f"devhost did not start: {error}") from exc
                     time.sleep(0.1)
-            results = multiprocessing.Queue()
+            results: multiprocessing.Queue = multiprocessing.Queue()
             clients = [multiprocessing.Process(target=_client, args=(port, seconds, threads, keep_alive, results))
                        for _ in range(processes)]
             started = time.monotonic()
@@ -119,7 +120,7 @@ def run_benchmark(seconds: float = 10.0, processes: int = 2, threads: int = 4, k
         finally:
             server.terminate()
             server.wait(timeout=30)
-    latencies = sorted(l for part, _ in collected for l in part)
+    latencies = sorted(latency for part, _ in collected for latency in part)
     errors = sum(e for _, e in collected)
     if not latencies:
         raise RuntimeError(f"no successful request ({errors} errors)")
@@ -129,7 +130,8 @@ def run_benchmark(seconds: float = 10.0, processes: int = 2, threads: int = 4, k
 
     return {
         "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
-        "connections": processes * threads, "keep_alive": keep_alive, "requests_per_second": round(len(latencies) / elapsed, 1),
+        "connections": processes * threads, "keep_alive": keep_alive,
+        "requests_per_second": round(len(latencies) / elapsed, 1),
         "median_ms": round(statistics.median(latencies) * 1000, 2), "p95_ms": round(percentile(0.95), 2),
         "p99_ms": round(percentile(0.99), 2),
     }

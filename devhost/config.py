@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
-from typing import Any, Mapping, MutableMapping
+from typing import Any
 
 SETTINGS_FILE = "local.settings.json"
 EXAMPLE_SETTINGS_FILE = "local.settings.json.example"
@@ -45,9 +46,10 @@ def read_local_settings(app_root: Path, explicit: Path | None = None) -> LocalSe
         if not path.is_file():
             raise DevHostError(f"settings file {path} does not exist")
     else:
-        path = next((p for p in (app_root / SETTINGS_FILE, app_root / EXAMPLE_SETTINGS_FILE) if p.is_file()), None)
-        if path is None:
+        found = next((p for p in (app_root / SETTINGS_FILE, app_root / EXAMPLE_SETTINGS_FILE) if p.is_file()), None)
+        if found is None:
             return LocalSettings({}, {}, None)
+        path = found
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as exc:
@@ -115,7 +117,7 @@ def parse_timespan(text: Any, *, what: str, number_unit_seconds: float | None = 
     sign, days, hours, minutes, seconds, fraction = match.groups()
     if int(hours) > 23 or int(minutes) > 59 or int(seconds or 0) > 59:
         raise DevHostError(f"{what}: {text!r} is not a valid time span")
-    total = int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds or 0)
+    total = float(int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds or 0))
     total += float(f"0.{fraction}") if fraction else 0.0
     return -total if sign else total
 

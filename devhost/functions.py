@@ -4,8 +4,9 @@
   function named after the folder. ``"disabled": true``, the app setting
   ``AzureWebJobs.<name>.Disabled=true`` and host.json's ``functions`` list are
   honoured, as by the host.
-* Loading mirrors the Python worker's loader: the app root is put on
-  ``sys.path`` and ``<folder>/__init__.py`` is imported as ``__app__.<folder>``
+* Loading mirrors the Python worker's loader: the app root is appended to
+  ``sys.path`` (last, as the worker does: an installed package of the same name as a
+  folder of the app would win) and ``<folder>/__init__.py`` is imported as ``__app__.<folder>``
   (a ``scriptFile`` other than ``__init__.py`` as ``__app__.<folder>.<stem>``),
   so both ``import shared`` and ``from .. import shared`` work as deployed.
   ``entryPoint`` defaults to ``main``. Like the worker, the entry point's
@@ -26,9 +27,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import azure.functions as func
 
@@ -69,7 +71,8 @@ def _is_true(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() in {"true", "1"})
 
 
-def discover_functions(app_root: Path, settings: Mapping[str, str], host_json: Mapping) -> tuple[list[FunctionSpec], list[str]]:
+def discover_functions(app_root: Path, settings: Mapping[str, str],
+                       host_json: Mapping) -> tuple[list[FunctionSpec], list[str]]:
     """Read every function folder; return the enabled functions and the problems found."""
     specs: list[FunctionSpec] = []
     problems: list[str] = []
@@ -96,7 +99,8 @@ def discover_functions(app_root: Path, settings: Mapping[str, str], host_json: M
     return specs, problems
 
 
-def _read_spec(name: str, folder: Path, data: Mapping, settings: Mapping[str, str]) -> tuple[FunctionSpec | None, list[str]]:
+def _read_spec(name: str, folder: Path, data: Mapping,
+               settings: Mapping[str, str]) -> tuple[FunctionSpec | None, list[str]]:
     bindings = data.get("bindings")
     if not isinstance(bindings, list) or not all(isinstance(b, dict) for b in bindings):
         return None, [f"{name}: function.json needs a 'bindings' list"]
@@ -149,7 +153,7 @@ def _install_app_namespace(app_root: Path) -> None:
     if root not in namespace.__path__:
         namespace.__path__.append(root)
     if root not in sys.path:
-        sys.path.insert(0, root)
+        sys.path.append(root)
 
 
 def _module_name(spec: FunctionSpec, app_root: Path) -> str:
@@ -163,7 +167,7 @@ def _module_name(spec: FunctionSpec, app_root: Path) -> str:
     return ".".join([APP_NAMESPACE, *parts])
 
 
-def load_function(spec: FunctionSpec, app_root: Path) -> "LoadedFunction":
+def load_function(spec: FunctionSpec, app_root: Path) -> LoadedFunction:
     """Import the function's script and check its entry point against the bindings."""
     app_root = app_root.resolve()
     module_name = _module_name(spec, app_root)

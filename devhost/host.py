@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
-from .config import (DevHostError, apply_settings, http_route_prefix, lookup_setting, read_host_json,
-                     read_local_settings)
+from .config import DevHostError, apply_settings, http_route_prefix, lookup_setting, read_host_json, read_local_settings
 from .functions import FunctionSpec, LoadedFunction, discover_functions, load_function
 from .http_trigger import DEFAULT_BODY_LIMIT, HttpFrontend, build_routes
 from .queue_trigger import QueueOptions, QueuePoller, queue_service
@@ -50,7 +49,7 @@ class FunctionHost:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> "FunctionHost":
+    def start(self) -> FunctionHost:
         """Load everything, then start serving; DevHostError (e.g. PortInUseError) if it cannot."""
         if self._started:
             return self
@@ -73,9 +72,12 @@ class FunctionHost:
             self._teardown()
             raise
         self._started = True
+        assert self.http is not None  # built by _load
         self.http.start()
-        for worker in [*self.pollers, *self.timers]:
+        for worker in self.pollers:
             worker.start()
+        for timer in self.timers:
+            timer.start()
         self._announce()
         return self
 
@@ -101,6 +103,7 @@ class FunctionHost:
         for function in self.functions:
             try:
                 if function.spec.trigger_type == "queuetrigger":
+                    assert queue_options is not None  # read above when any function has a queue trigger
                     service = queue_service(function.spec.trigger.get("connection"), settings)
                     self.pollers.append(QueuePoller(function, service, queue_options, self.max_polling_interval))
                 elif function.spec.trigger_type == "timertrigger":
@@ -126,9 +129,10 @@ class FunctionHost:
         log.info("Host stopped")
 
     def _teardown(self) -> None:
-        for worker in [*self.timers, *self.pollers]:
+        workers: list[QueuePoller | TimerRunner] = [*self.timers, *self.pollers]
+        for worker in workers:
             worker.request_stop()
-        for worker in [*self.timers, *self.pollers]:
+        for worker in workers:
             worker.stop()
         if self.http is not None:
             self.http.stop()
@@ -136,7 +140,7 @@ class FunctionHost:
             os.environ.pop(name, None)
         self._exported = []
 
-    def __enter__(self) -> "FunctionHost":
+    def __enter__(self) -> FunctionHost:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -160,7 +164,8 @@ class FunctionHost:
         lines = []
         for route in self.http.routes if self.http else []:
             methods = ",".join(sorted(route.methods)) if route.methods else "ALL"
-            lines.append(f"{route.function.spec.name}: [{methods}] {self.base_url}/{route.template}")
+            name = route.function.spec.name if route.function else "?"
+            lines.append(f"{name}: [{methods}] {self.base_url}/{route.template}")
         for poller in self.pollers:
             o = poller.options
             lines.append(f"{poller.function.spec.name}: queueTrigger queue '{poller.queue_name}' "

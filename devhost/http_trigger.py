@@ -44,9 +44,10 @@ import logging
 import re
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
@@ -231,7 +232,7 @@ class HttpFrontend:
 
     def find(self, method: str, path: str) -> tuple[HttpRoute | None, dict[str, str], list[HttpRoute]]:
         """The route for this request, its route values, and routes that matched the path only."""
-        path_only = []
+        path_only: list[HttpRoute] = []
         for route in self.routes:
             values = route.match(path)
             if values is None:
@@ -257,7 +258,7 @@ class _Keys:
     function_keys: dict[str, str]
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, str]) -> "_Keys | None":
+    def from_settings(cls, settings: Mapping[str, str]) -> _Keys | None:
         """The keys, or None when keys are not enforced (the default, as with Core Tools)."""
         if (lookup_setting("DEVHOST_REQUIRE_KEYS", settings) or "").strip().lower() not in ("true", "1"):
             return None
@@ -375,22 +376,24 @@ class _Handler(BaseHTTPRequestHandler):
             return
         request = func.HttpRequest(
             method=method,
-            url=f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}{self.path}",
+            url=f"http://{self.headers.get('Host') or '{}:{}'.format(*self.server.server_address[:2])}{self.path}",
             headers=join_repeated(self.headers.items()),
             params=query,
             route_params=route_values,
             body=body,
         )
-        outcome = route.function.invoke(request)
+        function = route.function
+        assert function is not None  # routes are built from loaded functions
+        outcome = function.invoke(request)
         if not outcome.succeeded:
             self._respond(500, [], b"")
             return
-        output = http_output_name(route.function)
+        output = http_output_name(function)
         result = outcome.return_value if output in (None, "$return") else outcome.outputs.get(output)
         try:
             status, headers, payload = response_parts(result)
         except TypeError as exc:
-            log.error("Functions.%s (Id=%s): %s", route.function.spec.name, outcome.invocation_id, exc)
+            log.error("Functions.%s (Id=%s): %s", function.spec.name, outcome.invocation_id, exc)
             self._respond(500, [], b"")
             return
         self._respond(status, headers, payload)
@@ -398,7 +401,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self, limit: int) -> bytes | None:
         """The request body, or None after answering 400/413 (then the connection closes)."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks, total = [], 0
+            chunks: list[bytes] = []
+            total = 0
             while True:
                 size_line = self.rfile.readline(1024)
                 try:
@@ -424,7 +428,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._refuse(413)
         return self.rfile.read(length) if length else b""
 
-    def _refuse(self, status: int) -> None:
+    def _refuse(self, status: int) -> bytes | None:
+        """Answer ``status`` and close; None tells the caller there is no body to use."""
         self.close_connection = True
         self._respond(status, [], b"")
         return None
@@ -447,8 +452,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         # One write for head and body: no Nagle/delayed-ACK stall between them.
-        self._headers_buffer.append(b"\r\n")
-        head = b"".join(self._headers_buffer)
-        self._headers_buffer = []
+        buffer: list[bytes] = self._headers_buffer  # BaseHTTPRequestHandler builds it
+        buffer.append(b"\r\n")
+        head = b"".join(buffer)
+        self._headers_buffer: list[bytes] = []
         self.wfile.write(head if self.command == "HEAD" else head + body)
 

@@ -41,9 +41,10 @@ import os
 import random
 import re
 import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.functions.queue import QueueMessage  # the worker's full message (dequeue_count etc.)
@@ -80,7 +81,7 @@ class QueueOptions:
     message_encoding: str = "base64"
 
     @classmethod
-    def from_host_json(cls, host_json: Mapping) -> "QueueOptions":
+    def from_host_json(cls, host_json: Mapping) -> QueueOptions:
         section = ci_get(host_json, "extensions", "queues", default=None) or {}
 
         def number(key: str, default: int) -> int:
@@ -181,7 +182,7 @@ def queue_service(connection: str | None, settings: Mapping[str, str]) -> QueueS
     name = connection or DEFAULT_CONNECTION
     options: dict[str, Any] = {
         # Fail fast: the poller has its own backoff (the SDK default waits 15 s, 18 s, 24 s...).
-        "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2),
+        "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2),  # type: ignore[arg-type]
         "connection_timeout": 5, "read_timeout": 30,
     }
     if not any(os.environ.get(v) for v in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")):

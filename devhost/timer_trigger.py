@@ -28,8 +28,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Callable
 
 from azure.functions.timer import TimerRequest
 from croniter import croniter

@@ -16,10 +16,10 @@ from shared.cli import ensure_resources
 from shared.config import Settings
 from shared.features import DEFAULT_SPEC, FeatureSpec
 from shared.simulator import simulate_for_volume
+from shared.storage.runs import TrainingRun
 from shared.training import TrainingParams
 from shared.usecases.publishing import Candidate, history_frame, package_candidate, publish_candidate, train_candidate
 from shared.usecases.retraining import Retraining, RetrainingSettings
-from shared.storage.runs import TrainingRun
 from shared.wiring import Wiring, get_wiring, reset_wiring
 
 SMALL_PARAMS = TrainingParams(n_estimators=20, max_depth=8, n_jobs=1)
@@ -86,8 +86,9 @@ class ModelFactory:
         if not compiled:
             package.files.pop("model.onnx", None)
             package.metadata["onnx"] = None
-        kwargs = {} if report else {"report_builder": None}
-        return publish_candidate(store, package, self.candidate, promote, **kwargs)
+        if report:
+            return publish_candidate(store, package, self.candidate, promote)
+        return publish_candidate(store, package, self.candidate, promote, report_builder=None)
 
 
 def retrain(wiring: Wiring, force: bool = False, trigger: str = "test", params: TrainingParams = SMALL_PARAMS,

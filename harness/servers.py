@@ -14,7 +14,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from devhost.azurite import Azurite, AzuriteUnavailable, free_port
 
 
@@ -63,7 +62,7 @@ class Postgres:
         if result.returncode != 0:
             raise ServiceUnavailable(f"{' '.join(args[:2])} failed: {result.stderr.strip() or result.stdout.strip()}")
 
-    def start(self) -> "Postgres":
+    def start(self) -> Postgres:
         data = self.workdir / "data"
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.as_user:

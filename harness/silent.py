@@ -29,7 +29,7 @@ class SilentServer:
         for connection in self.accepted:
             connection.close()
 
-    def __enter__(self) -> "SilentServer":
+    def __enter__(self) -> SilentServer:
         return self
 
     def __exit__(self, *exc) -> None:

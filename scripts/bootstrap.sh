@@ -32,10 +32,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.requirements.sha"
-wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+# The project itself is installed too (editable: its packages import from this folder without
+# sys.path edits); pyproject.toml is part of the stamp so a change there reinstalls it.
+wanted=$( (cat requirements.txt requirements-dev.txt pyproject.toml; pwd) | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "bootstrap: installing Python requirements"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e .
   echo "$wanted" > "$stamp"
 fi
 

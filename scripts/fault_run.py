@@ -32,17 +32,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
+
+import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import requests  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 
@@ -113,7 +112,7 @@ class HostProcess:
     def base_url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    def start(self, timeout: float = 90.0) -> "HostProcess":
+    def start(self, timeout: float = 90.0) -> HostProcess:
         env = {k: v for k, v in os.environ.items() if k not in self.values}
         env.update(self.values)
         boot = "import sys; from devhost.__main__ import main; sys.exit(main(sys.argv[1:]))"
@@ -307,7 +306,7 @@ class FaultSchedule:
         self.errors: list[str] = []
         self.started = time.monotonic()
 
-    def at(self, fraction: float, name: str, action: Callable[[], None]) -> "FaultSchedule":
+    def at(self, fraction: float, name: str, action: Callable[[], None]) -> FaultSchedule:
         self._marks.append((fraction, name, action))
         return self
 

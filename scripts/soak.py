@@ -24,14 +24,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import requests
+
+from scripts.fault_run import (
+    HostProcess,
+    app_settings,
+    prepare_app,
+    queue_depth,
+    stop_all,
+    stored_counts,
+    transactions,
+    wait_until_settled,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import requests  # noqa: E402
-
-from scripts.fault_run import (HostProcess, app_settings, prepare_app, queue_depth, stop_all,  # noqa: E402
-                               stored_counts, transactions, wait_until_settled)
 
 MAX_REQUESTS = 100_000
 

@@ -19,9 +19,10 @@ Days are UTC calendar days. Rows whose label is missing are kept for the feature
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -95,7 +96,7 @@ def day_numbers(timestamps: Iterable[Any]) -> np.ndarray:
 # --- the handbook's evaluation rules --------------------------------------------------
 
 
-def known_compromised(day: np.ndarray, customer: Sequence[Any], label: np.ndarray,
+def known_compromised(day: np.ndarray, customer: Sequence[Any] | np.ndarray, label: np.ndarray,
                       first_train_day: int, delay_days: int) -> np.ndarray:
     """For every row, whether its customer is already known compromised on the row's day D.
 

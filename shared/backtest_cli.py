@@ -24,6 +24,7 @@ from .backtest import (
 from .features import FEATURE_NAMES, FeatureSpec, compute_features
 from .training import TrainingError, TrainingParams
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m shared.cli backtest``. Model options left out keep TrainingParams' defaults."""
     defaults = TrainingParams()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import ModelUnavailable
 from .model import ArtifactRejected, LoadedModel

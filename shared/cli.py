@@ -18,9 +18,10 @@ import secrets
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .config import ConfigurationError, Settings, load_local_settings
 from .redaction import one_line, safe_text
@@ -196,12 +197,10 @@ def _operator_queue(settings: Settings, name: str):
     """A queue client for operator commands: raw base64 text (moved verbatim, whatever bytes it
     holds) and fail fast when storage is unreachable (the SDK default retries for about a minute):
     refused at once, silent within 3 × 10 + 2 × 0.5 = 31 s."""
-    from azure.storage.queue import LinearRetry
-
-    from .storage.clients import queue_client
+    from .storage.clients import fail_fast_retry, queue_client
 
     return queue_client(settings, name, message_encode_policy=None, message_decode_policy=None,
-                        retry_policy=LinearRetry(backoff=0.5, random_jitter_range=0, retry_total=2),
+                        retry_policy=fail_fast_retry("queue", 0.5),
                         connection_timeout=5, read_timeout=10)
 
 
@@ -473,8 +472,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def describe_failure(exc: BaseException) -> tuple[int, str]:
     """(exit code, one line naming what failed and what to do) for an exception; secrets redacted."""
-    from azure.core.exceptions import (AzureError, ClientAuthenticationError, HttpResponseError,
-                                       ResourceNotFoundError, ServiceRequestError, ServiceResponseError)
+    from azure.core.exceptions import (
+        AzureError,
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
     from sqlalchemy import exc as sa_exc
 
     reason = _reason(exc)

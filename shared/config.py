@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .decisions import CostModel
@@ -116,7 +117,7 @@ class Settings:
     enqueue_timeout_ms: int = 5000
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read settings from the environment (or the given mapping)."""
         env = os.environ if env is None else env
         return cls(
@@ -159,17 +160,19 @@ class Settings:
         )
 
     @property
-    def predict_max_age(self) -> "timedelta":
+    def predict_max_age(self) -> timedelta:
         """How old a transaction's timestamp may be when it is scored."""
         return timedelta(hours=self.predict_max_age_hours)
 
     @property
-    def costs(self) -> "CostModel":
+    def costs(self) -> CostModel:
         """The economics decision bands are chosen by (REVIEW_COST, DECLINE_COST, FRAUD_LOSS)."""
         from .decisions import CostModel
 
-        loss = self.fraud_loss if self.fraud_loss == "amount" else float(self.fraud_loss)
-        return CostModel(review_cost=self.review_cost, decline_cost=self.decline_cost, fraud_loss=loss)
+        if self.fraud_loss == "amount":
+            return CostModel(review_cost=self.review_cost, decline_cost=self.decline_cost, fraud_loss="amount")
+        return CostModel(review_cost=self.review_cost, decline_cost=self.decline_cost,
+                         fraud_loss=float(self.fraud_loss))
 
     @property
     def poison_queue(self) -> str:

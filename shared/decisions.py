@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class Bands:
                 "expected_cost_per_1000": self.expected_cost_per_1000, "table": self.table}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Bands":
+    def from_dict(cls, data: Mapping[str, Any]) -> Bands:
         def threshold(value: Any) -> float:
             return math.inf if value is None else float(value)
         return cls(threshold(data["review_threshold"]), threshold(data["decline_threshold"]),

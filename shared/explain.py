@@ -21,8 +21,9 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class ForestExplainer:
         self._flat_children = children.reshape(-1)
 
     @classmethod
-    def from_model(cls, model: Any, feature_names: Sequence[str]) -> "ForestExplainer":
+    def from_model(cls, model: Any, feature_names: Sequence[str]) -> ForestExplainer:
         """Build from a fitted RandomForestClassifier, or a pipeline ending in one (SMOTE
         only acts while fitting, so at inference the pipeline is its final forest)."""
         forest = model.steps[-1][1] if hasattr(model, "steps") else model
@@ -128,7 +129,7 @@ class ForestExplainer:
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "ForestExplainer":
+    def from_bytes(cls, data: bytes) -> ForestExplainer:
         with np.load(io.BytesIO(data), allow_pickle=False) as saved:
             return cls(feature_names=[str(name) for name in saved["feature_names"]],
                        bias=float(saved["bias"]), n_steps=int(saved["n_steps"]),
@@ -234,7 +235,8 @@ _DAY = "payment in the daytime (07:00-23:59 UTC)"
 _DESCRIPTIONS: list[tuple[re.Pattern[str], Callable[[re.Match[str], float], str]]] = [
     (re.compile(r"amount"), lambda m, v: f"amount {v:.2f}"),
     (re.compile(r"is_night"), lambda m, v: _NIGHT if v >= 0.5 else _DAY),
-    (re.compile(r"is_weekend"), lambda m, v: "payment on a weekend (UTC)" if v >= 0.5 else "payment on a weekday (UTC)"),
+    (re.compile(r"is_weekend"),
+     lambda m, v: "payment on a weekend (UTC)" if v >= 0.5 else "payment on a weekday (UTC)"),
     (re.compile(r"amount_to_customer_mean_(\d+)d"),
      lambda m, v: f"amount is {v:.1f}× the card's {m[1]}-day mean"),
     (re.compile(r"customer_nb_tx_(\d+)d"),

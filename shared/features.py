@@ -31,9 +31,10 @@ pandas and SQL. Hours, days and weekdays are UTC.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -106,7 +107,8 @@ class FeatureSpec:
         for n in self.customer_windows:
             result += [customer_aggregate("count", n), customer_aggregate("sum", n)]
         for n in self.terminal_windows:
-            result += [terminal_aggregate("count", n, self.delay_days), terminal_aggregate("frauds", n, self.delay_days)]
+            result += [terminal_aggregate("count", n, self.delay_days),
+                       terminal_aggregate("frauds", n, self.delay_days)]
         return result
 
     @property
@@ -125,7 +127,7 @@ class FeatureSpec:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
         """The spec a model was published with. Unknown keys are refused: a model needing a
         feature this code does not know cannot be served correctly."""
         known = {f for f in cls.__dataclass_fields__}
@@ -137,7 +139,7 @@ class FeatureSpec:
         values.setdefault("buckets", BUCKETS)
         if values["buckets"] != BUCKETS:
             raise ValueError(f"feature spec needs bucket layout {values['buckets']!r}; this code has {BUCKETS!r}")
-        return cls(**values)
+        return cls(**values)  # type: ignore[arg-type]  # checked against the fields above
 
 
 DEFAULT_SPEC = FeatureSpec()
@@ -162,7 +164,7 @@ def terminal_aggregate(measure: str, days: int, delay_days: int) -> Aggregate:
     return aggregate(TERMINAL, measure, delay_days + days, delay_days + 1)
 
 
-def union(*specs: "FeatureSpec") -> list[Aggregate]:
+def union(*specs: FeatureSpec) -> list[Aggregate]:
     """Every aggregate any of ``specs`` needs, once."""
     return list({a.name: a for spec in specs for a in spec.aggregates()}.values())
 
@@ -304,7 +306,7 @@ class _BucketTable:
         return self._sparse[name]
 
 
-def compute_features(history: "pd.DataFrame", spec: FeatureSpec = DEFAULT_SPEC) -> "pd.DataFrame":
+def compute_features(history: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> pd.DataFrame:
     """Point-in-time features for every row of ``history``.
 
     ``history`` needs ``transaction_id, timestamp (UTC), customer_id, terminal_id, amount``
@@ -320,7 +322,7 @@ def compute_features(history: "pd.DataFrame", spec: FeatureSpec = DEFAULT_SPEC) 
     return pd.DataFrame(features, index=history.index)[spec.names]
 
 
-def compute_aggregates(history: "pd.DataFrame", spec: FeatureSpec = DEFAULT_SPEC,
+def compute_aggregates(history: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC,
                        wanted: list[Aggregate] | None = None) -> dict[str, np.ndarray]:
     """The window aggregates of every row of ``history`` (arrays in the frame's row order):
     ``spec``'s, or the ``wanted`` ones."""
@@ -346,6 +348,7 @@ def compute_aggregates(history: "pd.DataFrame", spec: FeatureSpec = DEFAULT_SPEC
         for a in customer_aggregates:
             low, high = hour - a.start, hour - max(a.end, 1)
             if a.measure == "max":
+                assert table.bucket_max is not None  # built above when a max is wanted
                 value = table.window_extreme("max", table.bucket_max, customer, low, high, largest=True)
                 if a.end == 0:
                     value = np.fmax(value, partial["max"])
@@ -374,7 +377,7 @@ def compute_aggregates(history: "pd.DataFrame", spec: FeatureSpec = DEFAULT_SPEC
     return result
 
 
-def _current_hour_before(history: "pd.DataFrame", customer: np.ndarray, hour: np.ndarray,
+def _current_hour_before(history: pd.DataFrame, customer: np.ndarray, hour: np.ndarray,
                          amount: np.ndarray, nanos: np.ndarray) -> dict[str, np.ndarray]:
     """Per row: count, sum, sum of squares and max of the card's rows earlier in the same hour."""
     import pandas as pd

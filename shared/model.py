@@ -13,12 +13,12 @@ import io
 import json
 import platform
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
 
 if TYPE_CHECKING:
     from .decisions import Bands
@@ -133,14 +133,14 @@ class LoadedModel:
     metadata: dict[str, Any]
     score_rows: Callable[[np.ndarray], np.ndarray]  # 2-D rows in ``features`` order → probabilities
     compiled: bool = False
-    explainer: "ForestExplainer | None" = None  # per-decision reasons (exact tree-path contributions)
+    explainer: ForestExplainer | None = None  # per-decision reasons (exact tree-path contributions)
 
     @property
     def features(self) -> list[str]:
         return list(self.metadata["features"])
 
     @property
-    def spec(self) -> "FeatureSpec":
+    def spec(self) -> FeatureSpec:
         """The feature definitions this model was trained with (serving computes exactly these)."""
         return spec_of(self.metadata)
 
@@ -148,7 +148,7 @@ class LoadedModel:
     def threshold(self) -> float:
         return float(self.metadata["threshold"])
 
-    def bands(self, policy: str = "cost") -> "Bands":
+    def bands(self, policy: str = "cost") -> Bands:
         """The decision thresholds: by cost (approve / review / decline) when the version has
         them and ``policy`` is "cost", else one cut at ``threshold`` (THRESHOLD_RULE)."""
         from .decisions import Bands
@@ -162,7 +162,7 @@ class LoadedModel:
         return float(self.score_rows(row)[0])
 
 
-def spec_of(metadata: dict[str, Any]) -> "FeatureSpec":
+def spec_of(metadata: dict[str, Any]) -> FeatureSpec:
     """A version's feature spec, checked against its feature list; ArtifactRejected when this
     code cannot compute the features the model needs."""
     from .features import FeatureSpec

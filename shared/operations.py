@@ -1,7 +1,8 @@
 """Operator tasks behind the CLI: history import, simulated traffic, database status."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .schema import Label, Transaction
 from .storage.engines import redact_url, utcnow
@@ -18,7 +19,7 @@ IMPORT_CHUNK_ROWS = 50_000
 IMPORT_SOURCE = "import"
 
 
-def read_transactions_csv(path: str) -> "pd.DataFrame":
+def read_transactions_csv(path: str) -> pd.DataFrame:
     """Read a labeled history CSV; timestamps without an offset are UTC."""
     import pandas as pd
 
@@ -32,7 +33,7 @@ def read_transactions_csv(path: str) -> "pd.DataFrame":
     return frame
 
 
-def import_history(wiring: "Wiring", frame: "pd.DataFrame",
+def import_history(wiring: Wiring, frame: pd.DataFrame,
                    on_chunk: Callable[[int], None] | None = None) -> tuple[int, int]:
     """Bulk-load transactions and their labels (where present); idempotent.
 
@@ -65,7 +66,7 @@ def import_history(wiring: "Wiring", frame: "pd.DataFrame",
     return added, labeled
 
 
-def enqueue_labeled(wiring: "Wiring", frame: "pd.DataFrame") -> dict[str, int]:
+def enqueue_labeled(wiring: Wiring, frame: pd.DataFrame) -> dict[str, int]:
     """Score and enqueue simulated transactions as the predict function would, and record
     their true labels (source ``simulator``)."""
     from .errors import EnqueueFailed
@@ -88,7 +89,7 @@ def enqueue_labeled(wiring: "Wiring", frame: "pd.DataFrame") -> dict[str, int]:
             "true_frauds": int(frame["label"].sum())}
 
 
-def table_counts(wiring: "Wiring") -> dict[str, int]:
+def table_counts(wiring: Wiring) -> dict[str, int]:
     import sqlalchemy as sa
 
     from .storage.schema import customer_buckets, label_events, labels, terminal_buckets, training_runs, transactions
@@ -98,7 +99,7 @@ def table_counts(wiring: "Wiring") -> dict[str, int]:
                 for table in (transactions, labels, label_events, training_runs, customer_buckets, terminal_buckets)}
 
 
-def database_status(wiring: "Wiring") -> dict[str, Any]:
+def database_status(wiring: Wiring) -> dict[str, Any]:
     """What db-check reports: dialect, server version, driver, row counts — or why not."""
     import sqlalchemy as sa
 

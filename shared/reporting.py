@@ -118,7 +118,8 @@ def build_report(candidate: Any, metadata: dict[str, Any]) -> dict[str, bytes]:
     )
     gate = metadata.get("gate") or {}
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Model {html.escape(metadata['version'])}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}img{{width:48%}}td,th{{padding:2px 8px;text-align:left}}</style>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}img{{width:48%}}
+td,th{{padding:2px 8px;text-align:left}}</style>
 </head><body><h1>Model {html.escape(metadata['version'])}</h1>
 <p>Trained on {metadata['training_rows']} transactions ({html.escape(metadata['windows']['train']['start'])} to
 {html.escape(metadata['windows']['train']['end'])}); threshold {threshold:.4f} chosen by

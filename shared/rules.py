@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Literal, Mapping, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 Decision = Literal["approve", "review", "decline"]
 
@@ -63,7 +64,7 @@ class Rule:
                 "expires_at": self.expires_at.isoformat() if self.expires_at else None}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Rule":
+    def from_dict(cls, data: Mapping[str, Any]) -> Rule:
         """A stored rule. It may have expired since it was made: that is not an error here
         (:class:`RuleSet` ignores it), unlike creating an already expired rule."""
         return _build(data.get("kind"), data.get("value"), data.get("note"), data.get("created_at"),
@@ -160,7 +161,7 @@ class RuleSet:
         self._size = sum(map(len, by_id.values())) + sum(map(len, amount_rules.values()))
 
     @classmethod
-    def from_rules(cls, rules: Iterable[Rule]) -> "RuleSet":
+    def from_rules(cls, rules: Iterable[Rule]) -> RuleSet:
         by_id: dict[str, dict[str, Rule]] = {kind: {} for kind in ID_KINDS}
         amount_rules: dict[str, list[Rule]] = {kind: [] for kind in AMOUNT_KINDS}
         for rule in rules:
@@ -168,9 +169,10 @@ class RuleSet:
                 amount_rules[rule.kind].append(rule)
                 continue
             # Of two rules on one id, the one that lasts longer decides.
-            kept = by_id[rule.kind].get(rule.value)
+            key = str(rule.value)  # id rules hold ids
+            kept = by_id[rule.kind].get(key)
             if kept is None or _lasts_longer(rule, kept):
-                by_id[rule.kind][rule.value] = rule
+                by_id[rule.kind][key] = rule
         for limits in amount_rules.values():
             limits.sort(key=lambda rule: rule.value)
         return cls(by_id, amount_rules)

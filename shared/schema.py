@@ -75,9 +75,10 @@ class Transaction:
     amount: float
     timestamp_given: bool = True
 
-    def differences(self, other: "Transaction") -> list[str]:
+    def differences(self, other: Transaction) -> list[str]:
         """The fields in which ``other`` (a replay of the same id) differs from this one."""
-        fields = [name for name in ("customer_id", "terminal_id", "amount") if getattr(self, name) != getattr(other, name)]
+        fields = [name for name in ("customer_id", "terminal_id", "amount")
+                  if getattr(self, name) != getattr(other, name)]
         if self.timestamp_given and other.timestamp_given and self.timestamp != other.timestamp:
             fields.insert(0, "timestamp")
         return fields
@@ -282,6 +283,8 @@ def validate_transaction(data: Any, now: datetime | None = None,
     amount = _check_amount(data, errors)
     if errors:
         raise ValidationError(errors)
+    # Each check returns None only after recording an error.
+    assert timestamp is not None and customer_id is not None and terminal_id is not None and amount is not None
     return Transaction(
         transaction_id=transaction_id or str(uuid.uuid4()),
         timestamp=timestamp,
@@ -324,7 +327,7 @@ def validate_labels(data: Any) -> LabelBatch:
         is_fraud = item.get("is_fraud")
         if not isinstance(is_fraud, bool):
             errors.append(FieldError(f"{where}.is_fraud", "is required and must be true or false"))
-        if len(errors) == before:
+        if len(errors) == before and transaction_id is not None and isinstance(is_fraud, bool):
             labels.append(Label(transaction_id, is_fraud))
     if errors:
         raise ValidationError(errors)
@@ -365,6 +368,8 @@ def parse_scored_message(data: Any) -> ScoredTransaction:
         errors.append(FieldError("scored_at", str(exc)))
     if errors:
         raise ValidationError(errors, message="malformed message")
+    assert transaction is not None and model_version is not None and scored_at is not None  # validated above
+    assert isinstance(probability, (int, float))
     return ScoredTransaction(
         transaction=transaction,
         fraud_probability=float(probability),

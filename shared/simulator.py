@@ -291,7 +291,8 @@ def _card_testing(
     seconds = burst_start[attack] + elapsed
 
     small = np.round(rng.uniform(0.5, CARD_TEST_MAX_AMOUNT, len(attack)), 2)
-    large = np.round(np.exp(rng.uniform(*np.log(CASH_OUT_AMOUNT), len(attack))), 2)
+    low, high = np.log(CASH_OUT_AMOUNT)
+    large = np.round(np.exp(rng.uniform(low, high, len(attack))), 2)
     return {
         "day": attack_day[attack],
         "seconds": seconds.astype(np.int64),

@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from azure.storage.queue import LinearRetry as QueueLinearRetry
 from sqlalchemy.engine import Engine
 
+from .caches import ModelCache, RuleCache
 from .config import Settings
 from .features import DEFAULT_SPEC, FeatureSpec
-from .caches import ModelCache, RuleCache
 from .storage.blob import ModelStore
-from .storage.clients import model_container, queue_client
+from .storage.clients import fail_fast_retry, model_container, queue_client
 from .storage.engines import create_db_engine, database_url
 from .storage.history import HistoryReader
 from .storage.labels import LabelStore
@@ -94,7 +93,7 @@ class Wiring:
         # A predict call waits for the enqueue: fail fast (then 503) instead of the SDK's
         # default of ten exponential retries.
         client = queue_client(self.settings, self.settings.transactions_queue,
-                              retry_policy=QueueLinearRetry(backoff=0.2, random_jitter_range=0, retry_total=2),
+                              retry_policy=fail_fast_retry("queue", 0.2),
                               connection_timeout=2, read_timeout=5)
         return TransactionQueue(client)
 
@@ -136,7 +135,7 @@ class Wiring:
         return Labeling(self.labels)
 
     @cached_property
-    def retraining(self) -> "Retraining":
+    def retraining(self) -> Retraining:
         # Training libraries (pandas, scikit-learn) load only where retraining runs, never
         # in predict's cold start.
         from .usecases.retraining import Retraining, RetrainingSettings

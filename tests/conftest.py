@@ -6,16 +6,13 @@ Locally a service that cannot start makes its tests skip with the reason; in CI
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from harness.servers import ServiceUnavailable, in_ci, start_azurite, start_postgres  # noqa: E402
+from harness.servers import ServiceUnavailable, in_ci, start_azurite, start_postgres
 
 
 def _unavailable(what: str, exc: Exception):
@@ -53,9 +50,9 @@ def postgres_url():
 
 # --- the app under test -------------------------------------------------------------------
 
-import uuid  # noqa: E402
+import uuid
 
-from harness.app import ModelFactory, configure_app  # noqa: E402
+from harness.app import ModelFactory, configure_app
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ commits last sees both.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -82,9 +83,9 @@ def _upsert_add(conn: sa.Connection, table: sa.Table, keys: tuple[str, ...], row
     # SQL Server: update the buckets that exist, insert the others; a concurrent insert of the
     # same new bucket fails the key, and the caller retries the whole transaction.
     existing = _existing_keys(conn, table, keys, rows)
-    updates = [row for row in rows if tuple(row[k] for k in keys) in existing]
+    changes = [row for row in rows if tuple(row[k] for k in keys) in existing]
     inserts = [row for row in rows if tuple(row[k] for k in keys) not in existing]
-    if updates:
+    if changes:
         values: dict[str, Any] = {name: table.c[name] + sa.bindparam(f"add_{name}") for name in additive}
         for name in largest:
             candidate = sa.bindparam(f"add_{name}", type_=table.c[name].type)
@@ -92,7 +93,7 @@ def _upsert_add(conn: sa.Connection, table: sa.Table, keys: tuple[str, ...], row
         statement = table.update().where(*[table.c[k] == sa.bindparam(f"key_{k}") for k in keys]).values(values)
         conn.execute(statement, [
             {**{f"key_{k}": row[k] for k in keys}, **{f"add_{n}": row[n] for n in (*additive, *largest)}}
-            for row in updates
+            for row in changes
         ])
     if inserts:
         conn.execute(sa.insert(table), inserts)

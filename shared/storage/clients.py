@@ -9,11 +9,9 @@ import os
 from typing import Any
 
 from azure.storage.blob import BlobServiceClient, ContainerClient
-from azure.storage.blob import LinearRetry as BlobLinearRetry
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from ..config import Settings
-
 
 # The Functions worker forwards INFO logs to Application Insights; the SDK's HTTP logging
 # policy would log every queue and blob request (headers included) at INFO.
@@ -44,6 +42,16 @@ def _transport_options(options: dict[str, Any]) -> dict[str, Any]:
         connection_timeout=options.get("connection_timeout", _SDK_CONNECTION_TIMEOUT),
         read_timeout=options.get("read_timeout", _SDK_READ_TIMEOUT),
     )}
+
+
+def fail_fast_retry(kind: str, backoff_seconds: float, retries: int = 2) -> Any:
+    """A linear retry policy with sub-second backoff (the SDK types ``backoff`` as int; it
+    sleeps floats alike). ``kind``: "blob" or "queue"."""
+    from azure.storage.blob import LinearRetry as BlobRetry
+    from azure.storage.queue import LinearRetry as QueueRetry
+
+    policy = BlobRetry if kind == "blob" else QueueRetry
+    return policy(backoff=backoff_seconds, random_jitter_range=0, retry_total=retries)  # type: ignore[arg-type]
 
 
 def _credential() -> Any:
@@ -77,7 +85,7 @@ def model_container(settings: Settings) -> ContainerClient:
     a silent endpoint fails within 3 × 5 + 2 × 0.2 = 15.4 s (one that also hangs on connect:
     3 × (2 + 5) + 0.4 = 21.4 s); a refused one at once. See docs/reliability.md.
     """
-    return blob_service(settings, retry_policy=BlobLinearRetry(backoff=0.2, random_jitter_range=0, retry_total=2),
+    return blob_service(settings, retry_policy=fail_fast_retry("blob", 0.2),
                         connection_timeout=2, read_timeout=5).get_container_client(settings.model_container)
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
 import weakref
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote_plus
 
 import sqlalchemy as sa
@@ -64,7 +64,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 # SQLite has a single writer. Writers of one process take turns on a mutex instead of
 # polling the file lock with busy_timeout's growing sleeps (which throttled persist to a
 # crawl with 16 queue messages in flight).
-_sqlite_write_locks: "weakref.WeakKeyDictionary[Engine, threading.Lock]" = weakref.WeakKeyDictionary()
+_sqlite_write_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 
 
 def write_turn(engine: Engine) -> Any:
@@ -173,12 +173,14 @@ def _record_cancellable(conn: sa.Connection, cursor: Any, statement: str, parame
 def upsert_constructor(engine: Engine | sa.Connection) -> Callable[[sa.Table], Any] | None:
     """The dialect's ``INSERT ... ON CONFLICT`` constructor, where SQLAlchemy has one."""
     if engine.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:  # SQL Server has no ON CONFLICT
-        return None
-    return insert
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    return None  # SQL Server has no ON CONFLICT
 
 
 def with_race_retry(engine: Engine, write: Callable[[sa.Connection], Any], attempts: int = 3) -> Any:

@@ -12,8 +12,9 @@ way for both uses (and mirrors the pandas path).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -79,6 +80,7 @@ def partial_columns(measures: list[str], rows: Any) -> list[Any]:
     (COUNT of the key, not of the joined row)."""
     columns = []
     for measure in measures:
+        expression: Any
         if measure == "count":
             expression = sa.func.count(rows.c.id)
         elif measure == "max":

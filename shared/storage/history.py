@@ -70,7 +70,7 @@ def history_statement(spec: FeatureSpec) -> sa.Select:
         parts.append(sa.select(*fsql.terminal_columns(terminal_aggregates, ref, tb))
                      .where(*fsql.terminal_range(terminal_aggregates, ref, tb)).subquery("terminal_part"))
     # One-row aggregates side by side: a deliberate cross join.
-    joined = parts[0]
+    joined: Any = parts[0]
     for part in parts[1:]:
         joined = joined.join(part, sa.true())
     return sa.select(*parts).select_from(joined)
@@ -96,7 +96,7 @@ def read_history(conn: sa.Connection, transaction: Transaction, spec: FeatureSpe
     if with_stored:
         found = conn.execute(_STORED, {"transaction_id": transaction.transaction_id}).mappings().first()
         stored = dict(found) if found else None
-    return HistoryRead(fsql.combine(spec.aggregates(), row), stored)
+    return HistoryRead(fsql.combine(spec.aggregates(), dict(row)), stored)
 
 
 class HistoryReader:

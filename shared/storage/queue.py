@@ -72,7 +72,7 @@ class BatchingSender:
         self._max_items = max_items
         self._max_bytes = max_bytes
         self._timeout = timeout
-        self._pending: "queue.SimpleQueue[tuple[str, Future]]" = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[tuple[str, Future]] = queue.SimpleQueue()
         self._carry: tuple[str, Future] | None = None  # did not fit the last batch: starts the next
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()

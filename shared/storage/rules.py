@@ -27,7 +27,9 @@ class RuleStore:
                "created_at": naive_utc(rule.created_at),
                "expires_at": naive_utc(rule.expires_at) if rule.expires_at else None}
         with self.engine.begin() as conn:
-            return int(conn.execute(sa.insert(rules).values(**row)).inserted_primary_key[0])
+            key = conn.execute(sa.insert(rules).values(**row)).inserted_primary_key
+        assert key is not None
+        return int(key[0])
 
     def remove(self, rule_id: int) -> bool:
         with self.engine.begin() as conn:

@@ -83,7 +83,9 @@ class TrainingRunStore:
     def start(self, run: TrainingRun) -> TrainingRun:
         """Record the run as ``running`` before any work, so a crash leaves a trace."""
         with self.engine.begin() as conn:
-            run.id = conn.execute(sa.insert(training_runs).values(**run.row())).inserted_primary_key[0]
+            key = conn.execute(sa.insert(training_runs).values(**run.row())).inserted_primary_key
+            assert key is not None
+            run.id = int(key[0])
         return run
 
     def finish(self, run: TrainingRun) -> TrainingRun:

@@ -9,9 +9,10 @@ rows of the same hour) — the same expressions the online lookup uses
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -70,7 +71,7 @@ class SamplePlan:
     genuine_rate: float
 
     @classmethod
-    def capped(cls, population: Population, max_rows: int) -> "SamplePlan":
+    def capped(cls, population: Population, max_rows: int) -> SamplePlan:
         if population.rows <= max_rows:
             return cls(population, 1.0, 1.0)
         fraud_rate = 1.0 if population.frauds <= max_rows // 2 else (max_rows // 2) / population.frauds
@@ -143,7 +144,7 @@ class TrainingData:
     # --- rows with their aggregates ---------------------------------------------------
 
     def sample(self, plan: SamplePlan, aggregates: list[Aggregate], chunk_rows: int = 20_000,
-               on_chunk: Callable[[int], None] | None = None) -> Iterator["pd.DataFrame"]:
+               on_chunk: Callable[[int], None] | None = None) -> Iterator[pd.DataFrame]:
         """The sampled rows in chunks: row columns, ``label``, ``weight`` and one column per
         aggregate. Chunks follow the primary key; callers sort by time if they need to."""
         x, label_row = transactions.alias("x"), labels.alias("l")
@@ -165,7 +166,7 @@ class TrainingData:
                 on_chunk(len(frame))
             yield frame
 
-    def rows_for_ids(self, transaction_ids: Sequence[str], aggregates: list[Aggregate]) -> "pd.DataFrame":
+    def rows_for_ids(self, transaction_ids: Sequence[str], aggregates: list[Aggregate]) -> pd.DataFrame:
         """The stored rows of these transactions with their aggregates and label in force."""
         import pandas as pd
 
@@ -185,7 +186,7 @@ class TrainingData:
         return pd.concat(frames, ignore_index=True)
 
     def _aggregates(self, conn: sa.Connection, aggregates: list[Aggregate], x: Any, label_row: Any,
-                    scope: Any) -> dict[str, "pd.DataFrame"]:
+                    scope: Any) -> dict[str, pd.DataFrame]:
         import pandas as pd
 
         return {str(i): pd.DataFrame(conn.execute(q).mappings().all())
@@ -229,7 +230,7 @@ def aggregate_statements(aggregates: list[Aggregate], x: Any, label_row: Any, sc
     return queries
 
 
-def _frame(result: Any) -> "pd.DataFrame":
+def _frame(result: Any) -> pd.DataFrame:
     import pandas as pd
 
     columns = [*ROW_COLUMNS, "label"]
@@ -242,7 +243,7 @@ def _frame(result: Any) -> "pd.DataFrame":
     return frame
 
 
-def _attach(frame: "pd.DataFrame", parts: dict[str, "pd.DataFrame"], aggregates: list[Aggregate]) -> "pd.DataFrame":
+def _attach(frame: pd.DataFrame, parts: dict[str, pd.DataFrame], aggregates: list[Aggregate]) -> pd.DataFrame:
     """The row frame with the combined aggregates (see feature_sql.combine) as columns."""
     merged = frame[["id"]]
     for part in parts.values():

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -81,7 +82,7 @@ class TransactionStore:
 
     def _insert(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> AddResult:
         ids = [row["transaction_id"] for row in rows]
-        frauds = set()
+        frauds: set[str] = set()
         for part in chunks(ids):
             frauds.update(conn.execute(sa.select(labels.c.transaction_id).where(
                 labels.c.transaction_id.in_(part), labels.c.is_fraud == sa.true())).scalars())

@@ -3,8 +3,9 @@ may send (the labels function has its own keys, apart from predict's)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from ..errors import StoreUnavailable
 from ..schema import Label, LabelBatch

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from ..redaction import one_line
 from ..schema import ScoredTransaction, ValidationError, parse_scored_message

@@ -13,9 +13,10 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -26,9 +27,6 @@ from ..explain import ForestExplainer
 from ..features import Aggregate, FeatureSpec, compute_aggregates, finalize
 from ..model import library_versions, new_version, serialize_pipeline, sha256_hex, signature
 from ..training import TrainingError, TrainingParams, choose_threshold, evaluate, fit_pipeline, time_ordered_split
-
-if TYPE_CHECKING:
-    from ..storage.blob import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +258,16 @@ def _default_report(candidate: Candidate, metadata: dict[str, Any]) -> dict[str,
     return build_report(candidate, metadata)
 
 
-def publish_candidate(store: "ModelStore", package: Package, candidate: Candidate, promote: bool,
+class ModelPublisher(Protocol):
+    """Where versions are published (shared.storage.blob.ModelStore)."""
+
+    def publish(self, version: str, model_bytes: bytes, metadata: dict[str, Any],
+                extra_files: dict[str, bytes] | None = None) -> None: ...
+
+    def promote(self, version: str, reason: str = "") -> None: ...
+
+
+def publish_candidate(store: ModelPublisher, package: Package, candidate: Candidate, promote: bool,
                       reason: str = "", report_builder: ReportBuilder | None = _default_report) -> str:
     """Publish a packaged candidate with its report (every version has one unless a caller
     explicitly passes ``report_builder=None``), then promote it if asked."""

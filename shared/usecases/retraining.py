@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -21,10 +22,10 @@ import pandas as pd
 from ..decisions import CostModel
 from ..features import DEFAULT_SPEC, FeatureSpec, union
 from ..model import LoadedModel
-from ..training import Comparison, GateRules, TrainingError, TrainingParams, compare, promotion_decision
 from ..storage.blob import LockHeld
 from ..storage.runs import TrainingRun
 from ..storage.training_data import GUARD, Population, SamplePlan
+from ..training import Comparison, GateRules, TrainingError, TrainingParams, compare, promotion_decision
 from .publishing import (
     FRAME_COLUMNS,
     Candidate,
@@ -57,7 +58,7 @@ class RetrainingSettings:
     costs: CostModel | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "RetrainingSettings":
+    def from_settings(cls, settings: Any) -> RetrainingSettings:
         return cls(
             retrain_threshold=settings.retrain_threshold,
             min_training_rows=settings.min_training_rows,
@@ -98,8 +99,9 @@ class Models(Protocol):
     def current_version(self) -> str | None: ...
     def load(self, version: str, compiled: bool = ...) -> LoadedModel: ...
     def load_guard(self, version: str) -> pd.DataFrame | None: ...
-    def publish(self, version: str, model_bytes: bytes, metadata: dict, extra_files: dict | None = ...) -> None: ...
-    def promote(self, version: str, reason: str = ...) -> None: ...
+    def publish(self, version: str, model_bytes: bytes, metadata: dict[str, Any],
+                extra_files: dict[str, bytes] | None = None) -> None: ...
+    def promote(self, version: str, reason: str = "") -> None: ...
     def incomplete_versions(self, older_than: timedelta) -> list[str]: ...
     def delete_version(self, version: str) -> int: ...
 

@@ -58,7 +58,7 @@ class RecentAnswers:
 
     def __init__(self, capacity: int = 100_000):
         self._capacity = capacity
-        self._answers: "OrderedDict[str, Prediction]" = OrderedDict()
+        self._answers: OrderedDict[str, Prediction] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, transaction_id: str) -> Prediction | None:

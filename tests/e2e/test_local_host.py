@@ -30,13 +30,13 @@ import sqlalchemy as sa
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from devhost import FunctionHost
-from shared.wiring import get_wiring, reset_wiring
+from harness.waiting import wait_for
 from shared.cli import ensure_resources
 from shared.cli import main as cli
 from shared.client import transaction_payload
 from shared.simulator import simulate_for_volume
 from shared.storage.schema import transactions
-from harness.waiting import wait_for
+from shared.wiring import get_wiring, reset_wiring
 
 APP_ROOT = Path(__file__).resolve().parents[2]
 FUNCTION_FOLDERS = ("label_function", "persist_function", "predict_function", "retrain_function")

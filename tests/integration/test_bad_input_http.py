@@ -6,9 +6,9 @@ and nothing that was refused reaches the database.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -24,8 +24,8 @@ VALID = {"customer_id": "C000001", "terminal_id": "T000001", "amount": 57.3}
 def served(azurite, model_factory, tmp_path_factory):
     """The function app under the dev host on 127.0.0.1 (Azurite, temporary SQLite, a published model)."""
     from devhost import FunctionHost
-    from shared.wiring import reset_wiring
     from harness.app import configure_app
+    from shared.wiring import reset_wiring
 
     database = tmp_path_factory.mktemp("bad-input") / "fraud.db"
     with pytest.MonkeyPatch.context() as monkeypatch:

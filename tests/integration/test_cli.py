@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from shared.cli import main as cli
 from shared.operations import table_counts
 from shared.storage.engines import create_db_engine

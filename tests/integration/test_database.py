@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from shared.features import DEFAULT_SPEC, CUSTOMER, TERMINAL, aggregate, compute_aggregates
+from shared.features import CUSTOMER, DEFAULT_SPEC, TERMINAL, aggregate, compute_aggregates
 from shared.schema import Label, ScoredTransaction, Transaction
 from shared.simulator import simulate_for_volume
 from shared.storage import engines
@@ -248,8 +248,8 @@ def test_online_batch_and_pandas_aggregates_agree(engine, persisted_history):
             row = persisted_history.iloc[i]
             tx = Transaction(row.transaction_id, row.timestamp.to_pydatetime(), row.customer_id, row.terminal_id,
                              float(row.amount))
-            from shared.storage.history import history_statement, parameters
             from shared.storage import feature_sql
+            from shared.storage.history import history_statement, parameters
             values = conn.execute(history_statement.__wrapped__(spec_like), parameters(tx)).mappings().one()
             online = feature_sql.combine(wanted, values)
             for a in wanted:

@@ -22,9 +22,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripts.fault_run import (FaultSchedule, PostgresSwitch, RetryingClient, audit, outage, send_all,
-                               transactions)
 from harness.app import configure_app
+from scripts.fault_run import FaultSchedule, PostgresSwitch, RetryingClient, audit, outage, send_all, transactions
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_SETTINGS = {"AzureWebJobs.retrain_function.Disabled": "true"}
@@ -33,8 +32,8 @@ HOST_SETTINGS = {"AzureWebJobs.retrain_function.Disabled": "true"}
 @pytest.fixture(scope="module")
 def postgres_server():
     """A PostgreSQL cluster of this module's own: the fault test stops and starts it."""
-    from tests.conftest import _unavailable
     from harness.servers import ServiceUnavailable, start_postgres
+    from tests.conftest import _unavailable
 
     try:
         server = start_postgres()
@@ -45,13 +44,13 @@ def postgres_server():
 
 
 def test_restart_and_database_outage_lose_nothing(azurite, postgres_server, model_factory, monkeypatch):
-    import devhost.queue_trigger
-    from devhost import FunctionHost
-    from shared.wiring import reset_wiring
     import sqlalchemy as sa
 
+    import devhost.queue_trigger
+    from devhost import FunctionHost
     from shared.storage.engines import create_db_engine
     from shared.storage.schema import transactions as transactions_table
+    from shared.wiring import reset_wiring
 
     # A message whose delete is cut off by the storage restart comes back after this (the host: 10 min).
     monkeypatch.setattr(devhost.queue_trigger, "RECEIVE_VISIBILITY_SECONDS", 5)

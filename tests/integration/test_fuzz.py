@@ -47,8 +47,8 @@ NEGATIVE_EXAMPLES = 120
 def served(azurite, model_factory, tmp_path, monkeypatch):
     """The real function folders under the dev host on 127.0.0.1, keys required, a model published."""
     from devhost import FunctionHost
-    from shared.wiring import reset_wiring
     from harness.app import configure_app
+    from shared.wiring import reset_wiring
 
     services = configure_app(monkeypatch, azurite.connection_string, f"sqlite:///{tmp_path / 'fraud.db'}",
                              suffix=uuid.uuid4().hex[:10], MODEL_REFRESH_SECONDS="600")
@@ -336,8 +336,12 @@ def test_fuzz_from_the_served_document(served):
     import schemathesis
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
-                                                   response_schema_conformance, status_code_conformance)
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        negative_data_rejection,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     host, services = served
     document = schemathesis.openapi.from_url(f"{host.base_url}/api/openapi.json", timeout=10)

@@ -49,7 +49,8 @@ def test_infra_and_dockerfile_pass_the_linters(linters):
     # checkov really parsed the templates: dozens of checks ran on them.
     assert counts["passed"] >= 20 and counts["failed"] == 0, counts
     # Each suppression is one skipped check: none is unused, none is missing.
-    suppressions = sum(len(re.findall(r"checkov:skip=", path.read_text())) for path in (ROOT / "infra").rglob("*.bicep"))
+    suppressions = sum(len(re.findall(r"checkov:skip=", path.read_text()))
+                       for path in (ROOT / "infra").rglob("*.bicep"))
     assert counts["skipped"] == suppressions, (counts, suppressions)
     assert "lint_infra: hadolint passed" in output
 

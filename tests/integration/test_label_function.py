@@ -2,9 +2,10 @@
 import json
 from datetime import datetime, timezone
 
+from azure.functions.queue import QueueMessage
+
 import label_function
 import persist_function
-from azure.functions.queue import QueueMessage
 from harness.app import http_request
 from shared.operations import table_counts
 from shared.schema import ScoredTransaction, Transaction

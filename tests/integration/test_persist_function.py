@@ -2,9 +2,9 @@
 import json
 from datetime import datetime, timezone
 
-from azure.functions.queue import QueueMessage
 import pytest
 import sqlalchemy as sa
+from azure.functions.queue import QueueMessage
 
 import persist_function
 from shared.schema import ScoredTransaction, Transaction

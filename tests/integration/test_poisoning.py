@@ -10,9 +10,9 @@ import pytest
 
 from harness.app import recent_start, retrain
 from shared.operations import import_history
+from shared.schema import Label
 from shared.simulator import simulate_for_volume
 from shared.storage.labels import LabelFilter
-from shared.schema import Label
 from shared.training import GateRules
 
 pytestmark = pytest.mark.slow

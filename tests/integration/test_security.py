@@ -233,9 +233,9 @@ def test_secrets_stay_out_of_logs_in_normal_operation_and_db_outage(azurite, pos
     """In process: storage key and SQL password in the settings, the function key on requests
     (header and ?code=); first with PostgreSQL up, then with it unreachable."""
     from devhost import FunctionHost
-    from shared.wiring import reset_wiring
     from shared.storage.engines import redact_url
     from shared.storage.schema import create_schema
+    from shared.wiring import reset_wiring
 
     if "://fraud@" not in postgres_url:
         pytest.skip(f"TEST_POSTGRES_URL {redact_url(postgres_url)} has no password-less user 'fraud'")
@@ -288,8 +288,8 @@ def test_secrets_stay_out_of_logs_with_a_refused_storage_key_and_sql_server_pass
     """A storage key the service refuses (503, nothing queued) and SQL_CONNECTION_STRING with Pwd=."""
     from azure.storage.queue import QueueClient
 
-    from shared.wiring import get_wiring, reset_wiring
     from shared.storage.clients import queue_client
+    from shared.wiring import get_wiring, reset_wiring
 
     caplog.set_level(logging.DEBUG)
     bodies = []
@@ -333,9 +333,9 @@ def test_secrets_stay_out_of_logs_with_a_refused_storage_key_and_sql_server_pass
 def test_dev_host_stdout_has_no_secrets(azurite, model_factory, tmp_path):
     """The dev host as its own process (debug logging): key in ?code=, a password in DATABASE_URL
     pointing at a database that is down, the storage key in AzureWebJobsStorage."""
-    from shared.wiring import Wiring
     from shared.cli import ensure_resources
     from shared.config import Settings
+    from shared.wiring import Wiring
 
     key = "fn-key-" + secrets.token_hex(16)
     suffix = uuid.uuid4().hex[:10]

@@ -19,16 +19,15 @@ import uuid
 import pytest
 
 import predict_function
-from shared.wiring import Wiring, reset_wiring
+from devhost.azurite import ACCOUNT, ACCOUNT_KEY
+from harness.app import configure_app, drain_queue, http_request
+from harness.silent import SilentServer
+from harness.waiting import wait_for
 from shared.config import Settings
 from shared.storage.blob import ModelStore
 from shared.storage.clients import model_container
 from shared.storage.queue import EnqueueFailed
-from harness.app import configure_app, drain_queue, http_request
-from harness.silent import SilentServer
-from harness.waiting import wait_for
-
-from devhost.azurite import ACCOUNT, ACCOUNT_KEY
+from shared.wiring import Wiring, reset_wiring
 
 # Both clients: 3 attempts (LinearRetry retry_total=2, backoff 0.2 s, no jitter), each waiting at most
 # connection_timeout (2 s) to connect and read_timeout (5 s) for the answer. Against a silent endpoint
@@ -95,8 +94,8 @@ ENQUEUE_BUDGET_SECONDS = 3.0
 @pytest.fixture
 def frozen_able_azurite(tmp_path):
     """An Azurite of this test's own: freezing the session's one would stall other tests."""
-    from tests.conftest import _unavailable
     from harness.servers import ServiceUnavailable, start_azurite
+    from tests.conftest import _unavailable
 
     try:
         server = start_azurite(tmp_path / "azurite")

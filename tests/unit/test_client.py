@@ -73,8 +73,8 @@ def test_other_statuses_are_not_retried(sleeps):
 
 
 def test_retry_after_forms():
-    from email.utils import format_datetime
     from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
 
     from shared.client import retry_after_seconds
 

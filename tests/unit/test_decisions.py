@@ -146,7 +146,8 @@ def test_decide_bands():
 
 def test_bands_round_trip_through_json():
     y, scores, amounts = _data(np.random.default_rng(5), 200)
-    for bands in (choose_bands(y, scores, amounts, COSTS), choose_bands(np.zeros(3, int), [0.1, 0.2, 0.3], [1, 1, 1], COSTS)):
+    for bands in (choose_bands(y, scores, amounts, COSTS),
+                  choose_bands(np.zeros(3, int), [0.1, 0.2, 0.3], [1, 1, 1], COSTS)):
         again = Bands.from_dict(json.loads(json.dumps(bands.to_dict(), allow_nan=False)))
         assert again == bands
 

@@ -63,7 +63,8 @@ def test_setting_references_exist_in_the_example():
 def test_default_schedule_is_six_field_ncrontab():
     from croniter import croniter
 
-    for schedule in (Settings().retrain_schedule, load(ROOT / "local.settings.json.example")["Values"]["RETRAIN_SCHEDULE"]):
+    example = load(ROOT / "local.settings.json.example")["Values"]
+    for schedule in (Settings().retrain_schedule, example["RETRAIN_SCHEDULE"]):
         assert len(schedule.split()) == 6
         assert croniter.is_valid(schedule, second_at_beginning=True)
 
@@ -94,3 +95,25 @@ def test_the_http_and_queue_functions_never_import_training_libraries():
             "print(sorted({'pandas', 'sklearn', 'imblearn', 'matplotlib', 'scipy'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_app_packages_import_with_the_app_root_last_on_sys_path_as_the_worker_puts_it():
+    """The Python worker appends the app root to sys.path, after site-packages: an installed
+    top-level module named like a package of the app (``shared``) would win. Imported here
+    exactly so (no site processing, no editable install), the app's own packages load."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    code = (
+        "import sys\n"
+        f"sys.path = [p for p in sys.path if p] + [{sysconfig.get_paths()['purelib']!r}, {str(ROOT)!r}]\n"
+        "import shared, shared.wiring, predict_function, label_function, persist_function, retrain_function\n"
+        "print(shared.__file__)\n"
+    )
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd="/", capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(ROOT / "shared" / "__init__.py")
+    site_packages = Path(sysconfig.get_paths()["purelib"])
+    for name in ("shared", "harness", "devhost", "bench", "scripts"):
+        assert not (site_packages / name).exists() and not (site_packages / f"{name}.py").exists(), name

@@ -122,7 +122,7 @@ def test_huge_integer_amount_is_rejected_not_crashing():
 def test_labels_batch():
     batch = validate_labels({"labels": [{"transaction_id": "a", "is_fraud": True},
                                         {"transaction_id": "b", "is_fraud": False}]})
-    assert [(l.transaction_id, l.is_fraud) for l in batch.labels] == [("a", True), ("b", False)]
+    assert [(label.transaction_id, label.is_fraud) for label in batch.labels] == [("a", True), ("b", False)]
     assert batch.source == "api"
     assert validate_labels({"source": "chargebacks", "labels": [{"transaction_id": "a", "is_fraud": True}]}).source \
         == "chargebacks"

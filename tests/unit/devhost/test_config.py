@@ -5,8 +5,17 @@ import json
 
 import pytest
 
-from devhost.config import (DevHostError, apply_settings, ci_get, http_route_prefix, lookup_setting,
-                            parse_timespan, read_host_json, read_local_settings, resolve_setting_refs)
+from devhost.config import (
+    DevHostError,
+    apply_settings,
+    ci_get,
+    http_route_prefix,
+    lookup_setting,
+    parse_timespan,
+    read_host_json,
+    read_local_settings,
+    resolve_setting_refs,
+)
 
 
 def write_json(path, data):

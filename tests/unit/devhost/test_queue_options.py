@@ -6,8 +6,15 @@ import base64
 import pytest
 
 from devhost.config import DevHostError
-from devhost.queue_trigger import (PollingBackoff, QueueOptions, UndecodableMessage, decode_body,
-                                   normalize_queue_name, poison_queue_name, queue_service)
+from devhost.queue_trigger import (
+    PollingBackoff,
+    QueueOptions,
+    UndecodableMessage,
+    decode_body,
+    normalize_queue_name,
+    poison_queue_name,
+    queue_service,
+)
 
 
 def queues(**section):
