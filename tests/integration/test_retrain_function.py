@@ -130,3 +130,35 @@ def test_version_without_compiled_form_is_served_from_joblib(app_env, model_fact
     model = app_env.models.get()
     assert model.version == version and not model.compiled
     assert 0 <= model.score(dict.fromkeys(model.features, 1.0)) <= 1
+
+
+def test_unusable_labels_are_recorded_once_not_retried_every_tick(app_env, model_factory):
+    """Only genuine labels (no fraud at all): the run fails for lack of usable data, and the
+    next ticks skip until new labels arrive instead of re-reading the history every time."""
+    history = model_factory.history.iloc[:5000].copy()
+    history["label"] = 0
+    import_history(app_env, history)
+    first = run_retraining(app_env, retrain_threshold=100)
+    assert first.status == "failed" and "single class" in first.reason
+    again = run_retraining(app_env, retrain_threshold=100)
+    assert again.status == "skipped" and again.new_labels == 0
+
+
+def test_a_crashed_publish_leaves_no_orphan_version_and_no_stuck_run(app_env, model_factory, monkeypatch):
+    """A retrain killed mid-publish left files without metadata.json and a run "running":
+    the next run deletes the orphan and marks the run failed."""
+    from datetime import datetime, timedelta, timezone
+
+    from shared.storage.runs import TrainingRun
+    from shared.usecases import retraining
+
+    import_history(app_env, model_factory.history)
+    app_env.store.container.upload_blob("versions/20260101T000000Z-dead00/model.joblib", b"half")
+    app_env.runs.start(TrainingRun(started_at=datetime.now(timezone.utc) - timedelta(hours=3), trigger="timer"))
+    monkeypatch.setattr(retraining, "ORPHAN_AFTER", timedelta(0))
+    run = run_retraining(app_env, force=True)
+    assert run.status == "promoted", run.reason
+    assert "20260101T000000Z-dead00" not in {b.name.split("/")[1] for b in
+                                              app_env.store.container.list_blobs(name_starts_with="versions/")}
+    statuses = [r["status"] for r in app_env.runs.recent()]
+    assert statuses == ["promoted", "failed"]

@@ -23,14 +23,18 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import requests
 
+import persist_function
 import predict_function
 from devhost.azurite import ACCOUNT_KEY, free_port
-from harness.app import configure_app, http_request
+from harness.app import configure_app, drain_queue, http_request
+from shared.schema import Label
+from shared.storage.labels import LabelFilter
 
 ROOT = Path(__file__).resolve().parents[2]
 TX = {"customer_id": "C000001", "terminal_id": "T000001", "amount": 57.3}
@@ -188,6 +192,55 @@ def test_keys_are_enforced_over_http(app_with_model):
                                  timeout=10).status_code == 200
             assert requests.post(url + path, json=body, params={"code": key}, timeout=10).status_code == 200
         assert requests.get(url + "/api/openapi.json", timeout=10).status_code == 200
+
+
+def test_the_payment_switch_key_cannot_teach_and_a_label_key_cannot_score(app_with_model):
+    """Separate authority: each HTTP function has its own keys (as Azure function keys are);
+    the key handed to the payment switch opens predict only, a label source's key labels only."""
+    from devhost import FunctionHost
+
+    switch, chargebacks = "switch-" + secrets.token_hex(12), "chargebacks-" + secrets.token_hex(12)
+    settings = {"AzureWebJobs.retrain_function.Disabled": "true", "DEVHOST_REQUIRE_KEYS": "true",
+                "DEVHOST_KEY_predict_function": switch, "DEVHOST_KEY_label_function": chargebacks}
+    labels = {"source": "chargebacks", "labels": [{"transaction_id": "k2", "is_fraud": True}]}
+    with FunctionHost(ROOT, settings=settings, port=0) as host:
+        url = host.base_url
+        assert requests.post(url + "/api/predict", json=TX, params={"code": switch}, timeout=10).status_code == 200
+        assert requests.post(url + "/api/labels", json=labels, params={"code": switch}, timeout=10).status_code == 401
+        assert requests.post(url + "/api/predict", json=TX, params={"code": chargebacks},
+                             timeout=10).status_code == 401
+        assert requests.post(url + "/api/labels", json=labels, params={"code": chargebacks},
+                             timeout=10).status_code == 200
+    assert app_with_model.labels.labeled_count() == 0  # k2 is not a stored transaction
+    [event] = app_with_model.labels.events(LabelFilter(source="chargebacks"))
+    assert event["key_id"] != "none" and chargebacks not in json.dumps(event, default=str)
+
+
+def test_fresh_fraud_labels_cannot_get_a_merchants_customers_declined_at_once(app_with_model):
+    """Case 2 of the review: 40 transactions at one terminal, labelled fraud at once, turned
+    genuine payments there into declines. Timestamps can no longer be back-dated, and a
+    terminal's risk counts only labels of transactions at least the label delay (7 days)
+    old, whole days: fresh labels move nothing today."""
+    now = datetime.now(timezone.utc)
+    attack = [{**TX, "transaction_id": f"atk-{i}", "terminal_id": "T-VICTIM", "customer_id": f"C-ATK-{i}",
+               "timestamp": (now - timedelta(minutes=60 - i)).isoformat()} for i in range(40)]
+    for body in attack:
+        assert predict_function.main(http_request(body)).status_code == 200
+    for message in drain_queue(app_with_model):
+        persist_function.main(message)
+    app_with_model.labels.record([Label(body["transaction_id"], True) for body in attack], source="attacker",
+                                 key_id="stolen")
+    decisions = []
+    for i in range(20):
+        body = {**TX, "transaction_id": f"genuine-{i}", "terminal_id": "T-VICTIM", "customer_id": f"C-OK-{i}",
+                "amount": 20.0 + i}
+        answer = json.loads(predict_function.main(http_request(body)).get_body())
+        decisions.append(answer["decision"])
+    assert decisions.count("decline") == 0, decisions
+    # Back-dating, the other half of the attack, is refused outright.
+    old = {**TX, "transaction_id": "atk-old", "terminal_id": "T-VICTIM",
+           "timestamp": (now - timedelta(days=9)).isoformat()}
+    assert predict_function.main(http_request(old)).status_code == 400
 
 
 # --- secrets in logs and bodies -------------------------------------------------------------------
@@ -368,7 +421,7 @@ def test_dev_host_stdout_has_no_secrets(azurite, model_factory, tmp_path):
             try:
                 if requests.get(f"{url}/api/openapi.json", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # still importing the functions
                 pass
             assert time.monotonic() < deadline, "dev host did not start"
             time.sleep(0.2)

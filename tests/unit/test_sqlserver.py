@@ -141,3 +141,34 @@ def test_bucket_and_label_writes_compile_to_tsql():
     rebuild_buckets(sa.create_mock_engine("mssql+pyodbc://", lambda sql, *a, **k: statements.append(tsql(sql))))
     assert any("INSERT INTO customer_buckets" in s and "GROUP BY" in s for s in statements)
     assert any("epoch_hour / " in s for s in statements)
+
+
+def test_active_directory_default_connects_with_an_entra_token(monkeypatch):
+    """Operators (az login) and the app (managed identity) alike: "Active Directory Default"
+    becomes an access token from DefaultAzureCredential, passed as SQL_COPT_SS_ACCESS_TOKEN;
+    the Authentication keyword, which the driver refuses beside a token, is dropped."""
+    import struct
+
+    pytest.importorskip("pyodbc", reason="pyodbc needs unixODBC (libodbc.so.2): apt-get install unixodbc")
+    asked = []
+
+    class Credential:
+        def get_token(self, scope):
+            asked.append(scope)
+            return type("Token", (), {"token": "eyJ-token"})()
+
+    monkeypatch.setattr("azure.identity.DefaultAzureCredential", Credential)
+    ado = ("Server=tcp:fraud-sql.database.windows.net,1433;Initial Catalog=fraud;"
+           "Authentication=Active Directory Default;Encrypt=True;")
+    engine = engines.create_db_engine(engines.database_url("", ado))
+    odbc = engine.url.query["odbc_connect"]
+    assert "Authentication" not in odbc and "Server=tcp:fraud-sql.database.windows.net,1433" in odbc
+    cparams: dict = {}
+    for listener in engine.dialect.dispatch.do_connect:
+        listener(engine.dialect, None, [], cparams)
+    raw = "eyJ-token".encode("utf-16-le")
+    assert cparams["attrs_before"] == {1256: struct.pack(f"<I{len(raw)}s", len(raw), raw)}
+    assert asked == ["https://database.windows.net/.default"]
+    # Managed identity by name keeps the driver's own mode (no token needed).
+    assert "ActiveDirectoryMsi" in engines.create_db_engine(engines.database_url("", MANAGED_IDENTITY)) \
+        .url.query["odbc_connect"]
