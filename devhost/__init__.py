@@ -22,13 +22,24 @@ What it mirrors of the real host (details and defaults in each module):
 * discovery, loading as ``__app__.<folder>`` like the Python worker,
   ``disabled``, ``scriptFile``/``entryPoint``, parameter/binding checks, the
   host's one-line invocation log (:mod:`devhost.functions`);
-* HTTP triggers: routes, methods, route prefix, keys, 100 MB body limit,
-  empty 500 on exceptions (:mod:`devhost.http_trigger`);
+* HTTP triggers: routes, methods, route prefix, keys (a host key opening every
+  function, function keys opening only their own), 100 MB body limit, empty 500 on
+  exceptions (:mod:`devhost.http_trigger`);
 * queue triggers: host.json ``extensions.queues`` and its defaults, batches,
   retries, poison queue, base64 decoding, polling backoff
   (:mod:`devhost.queue_trigger`);
 * timer triggers: NCRONTAB with seconds, runOnStartup, no overlapping runs
   (:mod:`devhost.timer_trigger`).
+
+It is frozen to what this app uses (HTTP, queue and timer triggers, the v1 model);
+each behaviour above is pinned by a test: settings and references
+(tests/unit/devhost/test_config.py), discovery and loading as the worker does, app root
+last on ``sys.path`` (tests/unit/devhost/test_functions.py), routes and responses
+(tests/unit/devhost/test_http_routes.py, tests/integration/devhost/test_http.py, keys
+included), queue options, base64 and poison queues (tests/unit/devhost/test_queue_options.py,
+tests/integration/devhost/test_triggers.py), NCRONTAB timers
+(tests/unit/devhost/test_timer_schedule.py), and the whole app served over HTTP
+(tests/e2e/test_local_host.py).
 
 What it does not do: other trigger or binding types (a function using one
 stops startup with a clear message), the v2 decorator model, Durable
