@@ -18,7 +18,8 @@ import secrets
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,58 @@ def ensure_resources(wiring: Wiring) -> None:
     wiring.poison_queue.ensure_exists()
 
 
+def _now() -> datetime:
+    """The clock of init and simulate (tests move it)."""
+    return datetime.now(timezone.utc)
+
+
+def _progress(desc: str, total: int | None = None, unit: str = " rows") -> Any:
+    """A progress bar on stderr, drawn only when stderr is a terminal (``disable=None``):
+    piped or captured output gets no progress noise."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=None, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+class _LazyBar:
+    """A progress bar opened when the amount of work becomes known (``start``)."""
+
+    def __init__(self, desc: str, unit: str = " rows"):
+        self.desc, self.unit = desc, unit
+        self.bar: Any = None
+
+    def start(self, total: int | None) -> None:
+        self.bar = _progress(self.desc, total, self.unit)
+
+    def update(self, n: int) -> None:
+        if self.bar is None:
+            self.start(None)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@contextmanager
+def _training_progress(wiring: Wiring) -> Iterator[None]:
+    """While in the block, the retraining use case's ``on_progress(label, rows)`` feeds a bar."""
+    bar = _LazyBar("reading training rows")
+    retraining = wiring.retraining
+    before = retraining.on_progress
+    retraining.on_progress = lambda label, rows: bar.update(rows)
+    try:
+        yield
+    finally:
+        retraining.on_progress = before
+        bar.close()
+
+
 def cmd_init(wiring: Wiring, args: argparse.Namespace) -> int:
-    from .operations import import_history
-    from .simulator import simulate_for_volume
+    from .operations import import_history, record_population
+    from .simulator import history_for_volume
 
     ensure_resources(wiring)
     print("tables, container and queues are ready")
@@ -61,12 +111,18 @@ def cmd_init(wiring: Wiring, args: argparse.Namespace) -> int:
         print(f"model {current} is promoted: nothing more to do")
         return 0
     if wiring.labels.labeled_count() < wiring.settings.min_training_rows:
-        start = (datetime.now(timezone.utc) - timedelta(days=INIT_HISTORY_DAYS + 1)).date().isoformat()
-        history = simulate_for_volume(args.history, seed=args.seed, n_days=INIT_HISTORY_DAYS, start_date=start)
-        added, labeled = import_history(wiring, history)
+        start = (_now() - timedelta(days=INIT_HISTORY_DAYS + 1)).date().isoformat()
+        history, population = history_for_volume(args.history, seed=args.seed, n_days=INIT_HISTORY_DAYS,
+                                                 start_date=start)
+        with _progress("importing history", len(history)) as bar:
+            added, labeled = import_history(wiring, history, on_chunk=bar.update)
+        # What `simulate` continues: the same customers and terminals, on from this history.
+        record_population(wiring, population, history)
         print(f"simulated history: {added} transactions, {labeled} labels, "
-              f"fraud rate {history['label'].mean():.2%}")
-    run = wiring.retraining.run(trigger="init", force=True)
+              f"fraud rate {history['label'].mean():.2%}, {population.config.n_customers} customers "
+              f"(population recorded for `simulate`)")
+    with _training_progress(wiring):
+        run = wiring.retraining.run(trigger="init", force=True)
     print(f"first training run: {run.status} — {run.reason}")
     if run.status != "promoted":
         print("no model was promoted; see `python -m shared.cli runs`", file=sys.stderr)
@@ -75,45 +131,117 @@ def cmd_init(wiring: Wiring, args: argparse.Namespace) -> int:
     return 0
 
 
-def _new_transactions(count: int, seed: int):
-    from .simulator import simulate_for_volume
-
-    # Today's activity of a fresh slice of the simulated population.
-    today = datetime.now(timezone.utc).date().isoformat()
-    frame = simulate_for_volume(count, seed=seed, n_days=1, start_date=today)
-    latest_allowed = datetime.now(timezone.utc)
-    # Keep the simulated day from running ahead of the clock.
-    shift = max(frame["timestamp"].max().to_pydatetime() - latest_allowed, timedelta(0))
-    frame["timestamp"] = frame["timestamp"] - shift
-    return frame
-
-
 def cmd_simulate(wiring: Wiring, args: argparse.Namespace) -> int:
+    if args.out:
+        return _simulate_csv(args)
+    if args.seed is not None or args.days or args.start:
+        print("simulate: --seed, --days and --start apply to --out only: the live batch continues the "
+              "population `init` simulated", file=sys.stderr)
+        return EXIT_USAGE
+    from .operations import SIMULATE_LOCK_BLOB, NotSimulated
+    from .storage.blob import LockHeld
+
+    try:
+        with wiring.store.exclusive(SIMULATE_LOCK_BLOB):
+            return _simulate_live(wiring, args)
+    except LockHeld:
+        print("error: another `simulate` is running against this deployment; try again when it ends",
+              file=sys.stderr)
+        return EXIT_FAILED
+    except NotSimulated as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _simulate_csv(args: argparse.Namespace) -> int:
     from .simulator import SimulationConfig, simulate_for_volume, simulate_transactions, write_csv
 
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-    if args.out:
-        days = args.days or 30
-        start = args.start or (datetime.now(timezone.utc) - timedelta(days=days)).date().isoformat()
+    days = args.days or 30
+    start = args.start or (_now() - timedelta(days=days)).date().isoformat()
+    with _progress("simulating", total=1, unit=" step") as bar:
         if args.count:
             frame = simulate_for_volume(args.count, seed=seed, n_days=days, start_date=start)
         else:
             frame = simulate_transactions(SimulationConfig(n_days=days, start_date=start, seed=seed))
-        write_csv(frame, args.out)
-        print(f"wrote {len(frame)} transactions ({frame['label'].mean():.2%} fraud) to {args.out} (seed {seed})")
-        return 0
-    frame = _new_transactions(args.count or 1001, seed)
+        bar.update(1)
+    with _progress(f"writing {args.out}", len(frame)) as bar:
+        write_csv(frame, args.out, on_rows=bar.update)
+    print(f"wrote {len(frame)} transactions ({frame['label'].mean():.2%} fraud) to {args.out} (seed {seed})")
+    return 0
+
+
+def _simulate_live(wiring: Wiring, args: argparse.Namespace) -> int:
+    """Continue init's population from where the stored history (or the last run) stopped up to
+    now: import the gap as history, score the latest --count transactions, record their labels,
+    and compare the decisions with the truth and with the model's holdout."""
+    from collections import Counter
+
+    from .operations import (
+        StoredWaiter,
+        holdout_rates,
+        live_summary,
+        load_population,
+        prepare_live_batch,
+        record_simulated_labels,
+        save_population,
+        score_and_store,
+    )
+
+    record = load_population(wiring)
+    count = args.count or 1001
+    now = _now()
+    importing = _LazyBar("importing history since the last run")
+    try:
+        batch = prepare_live_batch(wiring, record, count, now, on_import=importing.update,
+                                   on_import_total=importing.start)
+    finally:
+        importing.close()
+    live = batch.live
+    waiter = None
+    with _progress("scoring" if not args.url else f"sending to {args.url}", len(live), " tx") as bar:
+        if args.url:
+            from .client import post_labels, post_transactions
+
+            waiter = StoredWaiter(wiring)
+            answers = post_transactions(args.url, live, key=args.key, before_send=waiter, on_sent=bar.update)
+        else:
+            answers = score_and_store(wiring, live, on_sent=bar.update)
     if args.url:
-        from .client import post_transactions
-
-        summary = post_transactions(args.url, frame, key=args.key)
+        labels = post_labels(args.url, [{"transaction_id": row.transaction_id, "is_fraud": bool(row.label)}
+                                        for row, answer in zip(live.itertuples(index=False), answers) if answer],
+                             key=args.key, source="simulator")
     else:
-        from .operations import enqueue_labeled
+        labels = record_simulated_labels(wiring, live, answers)
+    assert batch.record is not None
+    save_population(wiring, batch.record)
 
-        summary = enqueue_labeled(wiring, frame)
-    summary["seed"] = seed
+    summary = live_summary(live, answers)
+    versions = Counter(a["model_version"] for a in answers if a and a.get("model_version"))
+    version = versions.most_common(1)[0][0] if versions else wiring.store.current_version()
+    summary["holdout"] = (holdout_rates(wiring.store.metadata(version), wiring.settings.decision_policy)
+                          if version else None)
+    summary["labels"] = labels
+    summary["window"] = {"from": live["timestamp"].min().isoformat() if len(live) else None,
+                         "to": now.isoformat()}
+    summary["history_imported"] = {"from": batch.start.isoformat(), "transactions": batch.imported,
+                                   "labels": batch.imported_labels, "labels_come_due": batch.matured_labels}
+    population = record.population.config
+    summary["population"] = {"seed": population.seed, "customers": population.n_customers,
+                             "terminals": population.n_terminals, "batch": batch.record.batches}
+    notes = []
+    if len(live) < count:
+        since = max(batch.start, batch.earliest)
+        notes.append(f"{len(live)} of the {count} transactions asked for: that is all the population made since "
+                     f"{since.isoformat()} (the last run, or the oldest time predict accepts: timestamps up to "
+                     f"{wiring.settings.predict_max_age_hours} h old); run again later for more")
+    if waiter is not None and waiter.gave_up:
+        notes.append("the service's stored transactions were not visible to this command (another database?): "
+                     "features of the batch may miss the card's earlier transactions in it")
+    if notes:
+        summary["notes"] = notes
     _print(summary)
-    return 0 if summary.get("failed", 0) == 0 else 1
+    return 0 if summary["failed"] == 0 else 1
 
 
 def cmd_import(wiring: Wiring, args: argparse.Namespace) -> int:
@@ -123,7 +251,8 @@ def cmd_import(wiring: Wiring, args: argparse.Namespace) -> int:
     create_schema(wiring.engine)
     started = time.perf_counter()
     frame = read_transactions_csv(args.file)
-    added, labeled = import_history(wiring, frame)
+    with _progress(f"importing {args.file}", len(frame)) as bar:
+        added, labeled = import_history(wiring, frame, on_chunk=bar.update)
     elapsed = time.perf_counter() - started
     print(f"imported {added} new transactions ({len(frame) - added} already present) and {labeled} labels "
           f"in {elapsed:.1f}s ({len(frame) / max(elapsed, 1e-9):,.0f} rows/s)")
@@ -131,7 +260,8 @@ def cmd_import(wiring: Wiring, args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(wiring: Wiring, args: argparse.Namespace) -> int:
-    run = wiring.retraining.run(trigger="cli", force=args.force)
+    with _training_progress(wiring):
+        run = wiring.retraining.run(trigger="cli", force=args.force)
     _print({"status": run.status, "reason": run.reason, "model_version": run.model_version,
             "labeled_count": run.labeled_count, "new_labels": run.new_labels, "metrics": run.metrics,
             "champion_version": run.champion_version, "champion_metrics": run.champion_metrics,
@@ -372,9 +502,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     init.add_argument("--seed", type=int, default=0)
     init.set_defaults(handler=cmd_init)
 
-    simulate = commands.add_parser("simulate", help="labeled transactions: onto the queue, to --url, or to --out CSV")
-    simulate.add_argument("--count", type=int, help="transactions (default 1001; with --out: all of --days)")
-    simulate.add_argument("--seed", type=int, help="makes the generator deterministic")
+    simulate = commands.add_parser(
+        "simulate", help="continue init's simulated population up to now: the latest --count transactions "
+                         "scored onto the queue (or POSTed to --url), their labels recorded; or --out CSV")
+    simulate.add_argument("--count", type=_positive_int,
+                          help="transactions (default 1001: the latest of the population up to now; "
+                               "with --out: all of --days)")
+    simulate.add_argument("--seed", type=int, help="with --out: makes the generator deterministic")
     simulate.add_argument("--url", help="POST them to this service base URL (e.g. http://localhost:7071)")
     simulate.add_argument("--key", help="function key for --url (or set FUNCTION_KEY)")
     simulate.add_argument("--days", type=int, help="with --out: days of history")

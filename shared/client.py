@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -74,8 +75,11 @@ class PredictClient:
             time.sleep(min(max(delay, 0.0), max_wait))
         raise AssertionError("unreachable")
 
-    def send_labels(self, labels: list[dict[str, Any]]) -> requests.Response:
-        response = self.session.post(f"{self.base_url}/api/labels", json={"labels": labels}, timeout=self.timeout)
+    def send_labels(self, labels: list[dict[str, Any]], source: str | None = None) -> requests.Response:
+        body: dict[str, Any] = {"labels": labels}
+        if source is not None:
+            body["source"] = source
+        response = self.session.post(f"{self.base_url}/api/labels", json=body, timeout=self.timeout)
         response.raise_for_status()
         return response
 
@@ -90,20 +94,29 @@ def transaction_payload(row: Any) -> dict[str, Any]:
     }
 
 
-def post_transactions(base_url: str, frame: Any, key: str | None = None) -> dict[str, int]:
-    """Send a labeled frame: every transaction to /api/predict, then the labels."""
+def post_transactions(base_url: str, frame: Any, key: str | None = None,
+                      before_send: Callable[[Any], None] | None = None,
+                      on_sent: Callable[[int], None] | None = None) -> list[dict[str, Any] | None]:
+    """POST every transaction of ``frame`` to /api/predict, in order (503s and lost
+    connections retried with the same id); the answers' bodies, None where it was not scored
+    (a service still unreachable after the retries raises).
+    ``before_send(row)`` runs before each one, ``on_sent(1)`` after it."""
     client = PredictClient(base_url, key)
-    scored = failed = flagged = 0
-    labels = []
+    answers: list[dict[str, Any] | None] = []
     for row in frame.itertuples(index=False):
-        response = client.predict(transaction_payload(row))
-        if response.status_code == 200:
-            scored += 1
-            flagged += bool(response.json()["is_fraud"])
-            labels.append({"transaction_id": row.transaction_id, "is_fraud": bool(row.label)})
-        else:
-            failed += 1
+        if before_send is not None:
+            before_send(row)
+        response = client.predict(transaction_payload(row))  # unreachable after its retries: raises
+        answers.append(response.json() if response.status_code == 200 else None)
+        if on_sent is not None:
+            on_sent(1)
+    return answers
+
+
+def post_labels(base_url: str, labels: list[dict[str, Any]], key: str | None = None,
+                source: str | None = None) -> int:
+    """POST labels (``{"transaction_id", "is_fraud"}``) to /api/labels in batches; how many were sent."""
+    client = PredictClient(base_url, key)
     for start in range(0, len(labels), LABEL_BATCH):
-        client.send_labels(labels[start:start + LABEL_BATCH])
-    return {"enqueued": scored, "failed": failed, "flagged": flagged, "labels": len(labels),
-            "true_frauds": int(frame["label"].sum())}
+        client.send_labels(labels[start:start + LABEL_BATCH], source=source)
+    return len(labels)

@@ -14,13 +14,20 @@ drawn from their own distribution. Frauds come from four scenarios:
    a terminal far from home, then one large cash-out payment.
 
 Everything is drawn from one ``np.random.default_rng(seed)``, in a fixed
-order, so a configuration always yields the same frame.
+order, so a configuration always yields the same frame: first the population (customer
+and terminal profiles, :func:`draw_profiles`), then the days. :func:`continue_population`
+re-draws the same population from the seed and simulates what it does after a stored
+history, each new day from its own stream, so ``simulate`` can run a demo's clock on
+without changing a single transaction of the history (or of any published dataset).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from os import PathLike
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,12 +81,41 @@ _REFERENCE = SimulationConfig()
 
 
 @dataclass(frozen=True)
-class _DailyRates:
+class FraudRates:
     """Fraud events per day; fractional rates are spread evenly over the days."""
 
     compromised_terminals: float
     compromised_customers: float
     card_testing_attacks: float
+
+
+@dataclass(frozen=True)
+class Population:
+    """What a simulation was made of, enough to re-draw it and continue it.
+
+    ``config`` (with its seed) fixes the customer and terminal profiles (the first draws of
+    ``default_rng(seed)``) and the first ``config.n_days`` days; ``rates`` are its fraud
+    events per day; ``history_rows``: the history kept is the first ``history_rows``
+    transactions of those days (None: all of them). :func:`continue_population` simulates
+    what the same customers and terminals do after that history.
+    """
+
+    config: SimulationConfig
+    rates: FraudRates
+    history_rows: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": asdict(self.config), "rates": asdict(self.rates), "history_rows": self.history_rows}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Population:
+        fields = {f.name for f in dataclass_fields(SimulationConfig)}
+        unknown = set(data["config"]) - fields
+        if unknown:
+            raise ValueError(f"unknown simulation settings {sorted(unknown)}")
+        rows = data.get("history_rows")
+        return cls(SimulationConfig(**data["config"]), FraudRates(**data["rates"]),
+                   None if rows is None else int(rows))
 
 
 def simulate_transactions(config: SimulationConfig) -> pd.DataFrame:
@@ -89,12 +125,15 @@ def simulate_transactions(config: SimulationConfig) -> pd.DataFrame:
     customer_id (``C000123``), terminal_id (``T000456``), amount (float64, 2 decimals, > 0),
     label (int8 0/1) and fraud_scenario (int8, 0 genuine or 1..4).
     """
-    rates = _DailyRates(
+    return _simulate(config, _config_rates(config)).frame
+
+
+def _config_rates(config: SimulationConfig) -> FraudRates:
+    return FraudRates(
         compromised_terminals=config.compromised_terminals_per_day,
         compromised_customers=config.compromised_customers_per_day,
         card_testing_attacks=config.card_testing_attacks_per_day,
     )
-    return _simulate(config, rates)
 
 
 def simulate_for_volume(
@@ -107,6 +146,13 @@ def simulate_for_volume(
     For a small batch, pass a short ``n_days``: a handful of customers over
     half a year is a poor sample of behaviour.
     """
+    return history_for_volume(n_transactions, seed, n_days, start_date)[0]
+
+
+def history_for_volume(
+    n_transactions: int, seed: int = 0, n_days: int = 183, start_date: str = "2026-04-01"
+) -> tuple[pd.DataFrame, Population]:
+    """:func:`simulate_for_volume`'s frame, and the population it came from (to continue it)."""
     if n_transactions < 0 or n_days < 1:
         raise ValueError("n_transactions must be >= 0 and n_days >= 1")
     # Aim a little high: per-customer frequencies are random and a short frame means another run.
@@ -121,65 +167,100 @@ def simulate_for_volume(
             seed=seed,
         )
         scale = n_customers / _REFERENCE.n_customers
-        rates = _DailyRates(
+        rates = FraudRates(
             compromised_terminals=_REFERENCE.compromised_terminals_per_day * scale,
             compromised_customers=_REFERENCE.compromised_customers_per_day * scale,
             card_testing_attacks=_REFERENCE.card_testing_attacks_per_day * scale,
         )
-        frame = _simulate(config, rates)
+        frame = _simulate(config, rates).frame
         if len(frame) >= n_transactions:
-            return frame.iloc[:n_transactions].reset_index(drop=True)
+            return frame.iloc[:n_transactions].reset_index(drop=True), Population(config, rates, n_transactions)
         wanted *= 1.2 * n_transactions / max(len(frame), 1)
 
 
-def write_csv(df: pd.DataFrame, path: str | PathLike[str]) -> None:
-    """Write transaction_id,timestamp,customer_id,terminal_id,amount,label; timestamps ISO-8601 with ``Z``."""
+def write_csv(df: pd.DataFrame, path: str | PathLike[str], on_rows: Callable[[int], None] | None = None,
+              chunk_rows: int = 100_000) -> None:
+    """Write transaction_id,timestamp,customer_id,terminal_id,amount,label; timestamps ISO-8601 with ``Z``.
+
+    Written ``chunk_rows`` at a time (the bytes do not depend on it); ``on_rows(n)`` after each chunk.
+    """
     out = df.loc[:, list(CSV_COLUMNS)].copy()
     instants = pd.to_datetime(out["timestamp"], utc=True).dt.tz_convert(None).to_numpy()
     whole_seconds = bool((instants.astype("datetime64[s]") == instants).all())
     # numpy formats in C, far faster than strftime; keep sub-second digits only when present.
     out["timestamp"] = np.datetime_as_string(instants, unit="s" if whole_seconds else "us", timezone="UTC")
-    out.to_csv(path, index=False)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        for start in range(0, max(len(out), 1), chunk_rows):
+            part = out.iloc[start:start + chunk_rows]
+            part.to_csv(handle, index=False, header=start == 0)
+            if on_rows is not None and len(part):
+                on_rows(len(part))
 
 
-def _simulate(config: SimulationConfig, rates: _DailyRates) -> pd.DataFrame:
-    _validate(config)
-    rng = np.random.default_rng(config.seed)
-    n_days = config.n_days
+@dataclass(frozen=True)
+class Profiles:
+    """The population: where customers and terminals are, how each customer spends."""
 
+    customer_xy: np.ndarray
+    mean_amount: np.ndarray
+    std_amount: np.ndarray
+    mean_tx_per_day: np.ndarray
+    terminal_xy: np.ndarray
+    # Each customer's terminals within the radius: nearby[offsets[c]:offsets[c] + counts[c]].
+    offsets: np.ndarray
+    counts: np.ndarray
+    nearby: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Simulated:
+    frame: pd.DataFrame
+    # (day, members) of every compromise event, in the order drawn.
+    terminal_victims: list[tuple[int, np.ndarray]]
+    card_victims: list[tuple[int, np.ndarray]]
+
+
+def draw_profiles(config: SimulationConfig, rng: np.random.Generator | None = None) -> Profiles:
+    """The customer and terminal profiles of ``config``: the first draws of ``default_rng(seed)``."""
+    rng = np.random.default_rng(config.seed) if rng is None else rng
     customer_xy = rng.uniform(0, GRID_SIZE, size=(config.n_customers, 2))
     mean_amount = rng.uniform(5, 100, size=config.n_customers)
     std_amount = mean_amount / 2
     mean_tx_per_day = rng.uniform(0, 4, size=config.n_customers)
     terminal_xy = rng.uniform(0, GRID_SIZE, size=(config.n_terminals, 2))
     offsets, counts, nearby = _terminals_near(customer_xy, terminal_xy, config.radius)
+    return Profiles(customer_xy, mean_amount, std_amount, mean_tx_per_day, terminal_xy, offsets, counts, nearby)
 
-    # Genuine spending: Poisson count per customer-day, then one row per transaction.
-    tx_per_customer_day = rng.poisson(np.broadcast_to(mean_tx_per_day, (n_days, config.n_customers)))
-    n_tx = int(tx_per_customer_day.sum())
-    flat_counts = tx_per_customer_day.ravel()
-    day = np.repeat(np.arange(n_days).repeat(config.n_customers), flat_counts)
-    customer = np.repeat(np.tile(np.arange(config.n_customers), n_days), flat_counts)
-    seconds = _truncated_normal(rng, NOON, TIME_OF_DAY_STD, n_tx, 0, SECONDS_PER_DAY - 1).astype(np.int64)
-    amount = _positive_amounts(rng, mean_amount[customer], std_amount[customer])
-    pick = (rng.random(n_tx) * counts[customer]).astype(np.int64)
-    terminal = nearby[offsets[customer] + pick]
+
+def _simulate(config: SimulationConfig, rates: FraudRates) -> _Simulated:
+    _validate(config)
+    rng = np.random.default_rng(config.seed)
+    profiles = draw_profiles(config, rng)
+    return _simulate_days(rng, config, rates, profiles)
+
+
+def _simulate_days(rng: np.random.Generator, config: SimulationConfig, rates: FraudRates,
+                   profiles: Profiles) -> _Simulated:
+    """Days 0 .. n_days - 1 of the population, drawn from ``rng`` after the profiles."""
+    n_days = config.n_days
+    day, seconds, customer, terminal, amount = _genuine(
+        rng, profiles, np.broadcast_to(profiles.mean_tx_per_day, (n_days, config.n_customers)))
+    n_tx = len(day)
 
     scenario = np.where(amount > LARGE_AMOUNT, SCENARIO_LARGE_AMOUNT, GENUINE).astype(np.int8)
 
-    compromised_terminal = _compromise_windows(
-        rng, n_days, config.n_terminals, rates.compromised_terminals, TERMINAL_COMPROMISE_DAYS
-    )
+    terminal_victims = _compromise_victims(rng, n_days, config.n_terminals, rates.compromised_terminals)
+    compromised_terminal = _windows(terminal_victims, n_days, config.n_terminals, TERMINAL_COMPROMISE_DAYS)
     scenario[compromised_terminal[day, terminal]] = SCENARIO_TERMINAL
 
-    compromised_card = _compromise_windows(
-        rng, n_days, config.n_customers, rates.compromised_customers, CARD_COMPROMISE_DAYS
-    )
+    card_victims = _compromise_victims(rng, n_days, config.n_customers, rates.compromised_customers)
+    compromised_card = _windows(card_victims, n_days, config.n_customers, CARD_COMPROMISE_DAYS)
     stolen = compromised_card[day, customer] & (rng.random(n_tx) < CARD_FRAUD_SHARE)
     amount[stolen] = np.round(amount[stolen] * CARD_FRAUD_AMOUNT_FACTOR, 2)
     scenario[stolen] = SCENARIO_CARD
 
-    tests = _card_testing(rng, config, rates.card_testing_attacks, customer_xy, terminal_xy)
+    attack_day = np.repeat(np.arange(n_days), _events_per_day(rates.card_testing_attacks, n_days))
+    tests = _card_testing(rng, attack_day, config, profiles)
     day = np.concatenate([day, tests["day"]])
     seconds = np.concatenate([seconds, tests["seconds"]])
     customer = np.concatenate([customer, tests["customer"]])
@@ -187,7 +268,158 @@ def _simulate(config: SimulationConfig, rates: _DailyRates) -> pd.DataFrame:
     amount = np.concatenate([amount, tests["amount"]])
     scenario = np.concatenate([scenario, np.full(len(tests["day"]), SCENARIO_CARD_TESTING, np.int8)])
 
-    return _to_frame(config, day, seconds, customer, terminal, amount, scenario)
+    frame = _to_frame(config, day, seconds, customer, terminal, amount, scenario)
+    return _Simulated(frame, terminal_victims, card_victims)
+
+
+def _genuine(
+    rng: np.random.Generator, profiles: Profiles, mean_per_day: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Genuine spending: a Poisson count per (day, customer) of ``mean_per_day``, then one row
+    per transaction: (day index into ``mean_per_day``, seconds, customer, terminal, amount)."""
+    n_days, n_customers = mean_per_day.shape
+    tx_per_customer_day = rng.poisson(mean_per_day)
+    n_tx = int(tx_per_customer_day.sum())
+    flat_counts = tx_per_customer_day.ravel()
+    day = np.repeat(np.arange(n_days).repeat(n_customers), flat_counts)
+    customer = np.repeat(np.tile(np.arange(n_customers), n_days), flat_counts)
+    seconds = _truncated_normal(rng, NOON, TIME_OF_DAY_STD, n_tx, 0, SECONDS_PER_DAY - 1).astype(np.int64)
+    amount = _positive_amounts(rng, profiles.mean_amount[customer], profiles.std_amount[customer])
+    pick = (rng.random(n_tx) * profiles.counts[customer]).astype(np.int64)
+    terminal = profiles.nearby[profiles.offsets[customer] + pick]
+    return day, seconds, customer, terminal, amount
+
+
+# --- continuing a population after its history ----------------------------------------
+
+# Streams of a continuation day: SeedSequence([seed, _CONTINUATION, day, part]).
+_CONTINUATION = 1
+_DAY_STREAM, _TERMINAL_STREAM, _CARD_STREAM = range(3)
+
+
+def continue_population(population: Population, start: Any, end: Any) -> pd.DataFrame:
+    """The population's transactions after its history, with ``start <= timestamp < end``.
+
+    The same customers and terminals (re-drawn from the seed) go on spending as they did:
+    first the rest of the original days (the original transactions after the first
+    ``history_rows``, with their original ids), then new days. Each new day ``d`` (counted
+    from ``config.start_date``) is drawn from its own streams, ``SeedSequence([seed, 1, d, ...])``,
+    so a day is the same whichever window asks for it; its ids are ``sim-<seed>-d<d>-<n>``.
+    Fraud continues at the population's rates, on the same schedule: terminals and cards
+    compromised near the end of the history stay compromised for their whole window, and
+    new compromises and card-testing attacks happen at ``population.rates`` per day.
+    Columns and dtypes are those of :func:`simulate_transactions`.
+    """
+    config = population.config
+    _validate(config)
+    start, end = _utc(start), _utc(end)
+    origin = _start_of_day(config.start_date)
+    parts: list[pd.DataFrame] = []
+    if end <= start:
+        return empty_transactions()
+    first_day = max(int((start - origin) // pd.Timedelta(days=1)), 0)
+    last_day = int((end - origin - pd.Timedelta(1, "ns")) // pd.Timedelta(days=1))
+    longest = max(TERMINAL_COMPROMISE_DAYS, CARD_COMPROMISE_DAYS)
+    original: _Simulated | None = None
+    if first_day < config.n_days + longest:  # the original days, or their compromises, are needed
+        original = _simulate(config, population.rates)
+        if first_day < config.n_days:
+            rest = original.frame.iloc[population.history_rows or len(original.frame):]
+            parts.append(rest[(rest["timestamp"] >= start) & (rest["timestamp"] < end)])
+    profiles = draw_profiles(config)
+    victims = _VictimSchedule(population, original)
+    for day in range(max(first_day, config.n_days), last_day + 1):
+        frame = _continuation_day(population, profiles, victims, day)
+        parts.append(frame[(frame["timestamp"] >= start) & (frame["timestamp"] < end)])
+    parts = [part for part in parts if len(part)]
+    if not parts:
+        return empty_transactions()
+    return pd.concat(parts, ignore_index=True)
+
+
+class _VictimSchedule:
+    """Which terminals and cards are compromised on a given day: those hit within the
+    compromise duration before it, in the original days or in continuation days."""
+
+    def __init__(self, population: Population, original: _Simulated | None):
+        self.population = population
+        self.original = original
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def compromised(self, stream: int, day: int) -> np.ndarray:
+        duration = TERMINAL_COMPROMISE_DAYS if stream == _TERMINAL_STREAM else CARD_COMPROMISE_DAYS
+        hit = [self._victims(stream, first) for first in range(max(day - duration + 1, 0), day + 1)]
+        return np.unique(np.concatenate(hit)) if hit else np.empty(0, np.int64)
+
+    def _victims(self, stream: int, day: int) -> np.ndarray:
+        key = (stream, day)
+        if key not in self._cache:
+            self._cache[key] = self._draw(stream, day)
+        return self._cache[key]
+
+    def _draw(self, stream: int, day: int) -> np.ndarray:
+        config, rates = self.population.config, self.population.rates
+        if day < config.n_days:
+            assert self.original is not None
+            events = self.original.terminal_victims if stream == _TERMINAL_STREAM else self.original.card_victims
+            return np.concatenate([v for d, v in events if d == day] or [np.empty(0, np.int64)]).astype(np.int64)
+        if stream == _TERMINAL_STREAM:
+            size, rate = config.n_terminals, rates.compromised_terminals
+        else:
+            size, rate = config.n_customers, rates.compromised_customers
+        count = min(_events_on_day(rate, day), size)
+        if not count:
+            return np.empty(0, np.int64)
+        rng = np.random.default_rng([config.seed, _CONTINUATION, day, stream])
+        return rng.choice(size, size=count, replace=False).astype(np.int64)
+
+
+def _continuation_day(population: Population, profiles: Profiles, victims: _VictimSchedule, day: int) -> pd.DataFrame:
+    """Day ``day`` (>= the original n_days) of the population, the way the original days are made."""
+    config, rates = population.config, population.rates
+    rng = np.random.default_rng([config.seed, _CONTINUATION, day, _DAY_STREAM])
+    _, seconds, customer, terminal, amount = _genuine(rng, profiles, profiles.mean_tx_per_day[np.newaxis, :])
+    n_tx = len(seconds)
+    scenario = np.where(amount > LARGE_AMOUNT, SCENARIO_LARGE_AMOUNT, GENUINE).astype(np.int8)
+
+    scenario[np.isin(terminal, victims.compromised(_TERMINAL_STREAM, day))] = SCENARIO_TERMINAL
+    stolen = np.isin(customer, victims.compromised(_CARD_STREAM, day)) & (rng.random(n_tx) < CARD_FRAUD_SHARE)
+    amount[stolen] = np.round(amount[stolen] * CARD_FRAUD_AMOUNT_FACTOR, 2)
+    scenario[stolen] = SCENARIO_CARD
+
+    attack_day = np.zeros(_events_on_day(rates.card_testing_attacks, day), np.int64)
+    tests = _card_testing(rng, attack_day, config, profiles)
+    seconds = np.concatenate([seconds, tests["seconds"]])
+    customer = np.concatenate([customer, tests["customer"]])
+    terminal = np.concatenate([terminal, tests["terminal"]])
+    amount = np.concatenate([amount, tests["amount"]])
+    scenario = np.concatenate([scenario, np.full(len(tests["day"]), SCENARIO_CARD_TESTING, np.int8)])
+    days = np.full(len(seconds), day, np.int64)
+    return _to_frame(config, days, seconds, customer, terminal, amount, scenario,
+                     id_prefix=f"sim-{config.seed}-d{day:04d}-", id_width=6)
+
+
+def _events_on_day(rate: float, day: int) -> int:
+    """Events on absolute day ``day`` of the schedule :func:`_events_per_day` spreads."""
+    return int(math.floor(rate * (day + 1) + 1e-9) - math.floor(rate * day + 1e-9))
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return (stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")).as_unit("ns")
+
+
+def empty_transactions() -> pd.DataFrame:
+    """A frame with the columns and dtypes of :func:`simulate_transactions` and no rows."""
+    return pd.DataFrame({
+        "transaction_id": pd.array([], dtype="str"),
+        "timestamp": pd.DatetimeIndex([], dtype="datetime64[ns, UTC]"),
+        "customer_id": pd.array([], dtype="str"),
+        "terminal_id": pd.array([], dtype="str"),
+        "amount": np.empty(0, np.float64),
+        "label": np.empty(0, np.int8),
+        "fraud_scenario": np.empty(0, np.int8),
+    })
 
 
 def _validate(config: SimulationConfig) -> None:
@@ -249,27 +481,34 @@ def _events_per_day(rate: float, n_days: int) -> np.ndarray:
     return np.diff(cumulative)
 
 
-def _compromise_windows(
-    rng: np.random.Generator, n_days: int, population: int, rate: float, duration: int
-) -> np.ndarray:
-    """Boolean (day, member) matrix: True while a member compromised on some day stays compromised."""
-    compromised = np.zeros((n_days, population), dtype=bool)
+def _compromise_victims(
+    rng: np.random.Generator, n_days: int, population: int, rate: float
+) -> list[tuple[int, np.ndarray]]:
+    """(first day, members) of each day's compromise events, drawn day by day."""
+    victims = []
     for first_day, count in enumerate(_events_per_day(rate, n_days)):
         if count:
-            victims = rng.choice(population, size=min(int(count), population), replace=False)
-            compromised[first_day:first_day + duration, victims] = True
+            victims.append((first_day, rng.choice(population, size=min(int(count), population), replace=False)))
+    return victims
+
+
+def _windows(victims: list[tuple[int, np.ndarray]], n_days: int, population: int, duration: int) -> np.ndarray:
+    """Boolean (day, member) matrix: True while a member compromised on some day stays compromised."""
+    compromised = np.zeros((n_days, population), dtype=bool)
+    for first_day, members in victims:
+        compromised[first_day:first_day + duration, members] = True
     return compromised
 
 
 def _card_testing(
-    rng: np.random.Generator, config: SimulationConfig, rate: float,
-    customer_xy: np.ndarray, terminal_xy: np.ndarray,
+    rng: np.random.Generator, attack_day: np.ndarray, config: SimulationConfig, profiles: Profiles,
 ) -> dict[str, np.ndarray]:
-    """Bursts of tiny payments at a far-away terminal followed by one large payment (scenario 4)."""
-    attack_day = np.repeat(np.arange(config.n_days), _events_per_day(rate, config.n_days))
+    """Bursts of tiny payments at a far-away terminal followed by one large payment (scenario 4),
+    one attack on each day listed in ``attack_day``."""
     n_attacks = len(attack_day)
     victim = rng.integers(0, config.n_customers, n_attacks)
-    place = _far_terminals(rng, customer_xy[victim], terminal_xy, FAR_FROM_HOME_RADII * config.radius)
+    place = _far_terminals(rng, profiles.customer_xy[victim], profiles.terminal_xy,
+                           FAR_FROM_HOME_RADII * config.radius)
     n_tests = rng.integers(CARD_TEST_PAYMENTS[0], CARD_TEST_PAYMENTS[1] + 1, n_attacks)
     burst_size = n_tests + 1  # the tests, then the cash-out
     attack = np.repeat(np.arange(n_attacks), burst_size)
@@ -318,8 +557,10 @@ def _far_terminals(
 def _to_frame(
     config: SimulationConfig, day: np.ndarray, seconds: np.ndarray, customer: np.ndarray,
     terminal: np.ndarray, amount: np.ndarray, scenario: np.ndarray,
+    id_prefix: str | None = None, id_width: int = 9,
 ) -> pd.DataFrame:
-    """Sort the transactions by time and give them their public ids and dtypes."""
+    """Sort the transactions by time and give them their public ids (``<id_prefix><n>``,
+    default ``sim-<seed>-``, n from 0 in time order) and dtypes."""
     offset_seconds = day.astype(np.int64) * SECONDS_PER_DAY + seconds
     # Stable sort: ties keep generation order, so the frame is reproducible.
     order = np.argsort(offset_seconds, kind="stable")
@@ -327,9 +568,10 @@ def _to_frame(
     instants = np.datetime64(start.value, "ns") + (offset_seconds[order] * 1_000_000_000).astype("timedelta64[ns]")
 
     n = len(order)
-    width = max(9, len(str(max(n - 1, 0))))
+    width = max(id_width, len(str(max(n - 1, 0))))
+    prefix = f"sim-{config.seed}-" if id_prefix is None else id_prefix
     return pd.DataFrame({
-        "transaction_id": pd.array([f"sim-{config.seed}-{i:0{width}d}" for i in range(n)], dtype="str"),
+        "transaction_id": pd.array([f"{prefix}{i:0{width}d}" for i in range(n)], dtype="str"),
         "timestamp": pd.DatetimeIndex(instants).tz_localize("UTC"),
         "customer_id": pd.array(_ids("C", config.n_customers)[customer[order]], dtype="str"),
         "terminal_id": pd.array(_ids("T", config.n_terminals)[terminal[order]], dtype="str"),

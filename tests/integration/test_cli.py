@@ -22,14 +22,7 @@ def test_init_is_safe_to_run_twice(app_env, capsys):
     assert "nothing more to do" in capsys.readouterr().out
 
 
-def test_simulate_scores_onto_the_queue_and_records_labels(app_with_model, capsys):
-    assert cli(["simulate", "--count", "300", "--seed", "5"]) == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["enqueued"] == 300 and summary["labels"] == 300 and summary["seed"] == 5
-    from harness.app import drain_queue
-
-    assert len(drain_queue(app_with_model)) == 300
-    assert table_counts(app_with_model)["labels"] == 300
+# `simulate` without --out (continuing init's population): tests/integration/test_simulate_live.py
 
 
 def test_simulate_is_deterministic_with_seed(tmp_path):
@@ -102,15 +95,17 @@ def test_poison_messages_can_be_listed_and_requeued(app_env, capsys):
     assert list(poison.peek_messages()) == []
 
 
-def test_labels_summary_and_revoke_by_source(app_with_model, capsys):
-    assert cli(["simulate", "--count", "200", "--seed", "3"]) == 0
+def test_labels_summary_and_revoke_by_source(app_env, tmp_path, capsys):
+    path = tmp_path / "h.csv"
+    assert cli(["simulate", "--days", "2", "--count", "200", "--seed", "3", "--out", str(path)]) == 0
+    assert cli(["import", str(path)]) == 0
     capsys.readouterr()
     assert cli(["labels", "summary"]) == 0
     [row] = json.loads(capsys.readouterr().out)
-    assert (row["source"], row["labels"], row["revoked"]) == ("simulator", 200, 0)
-    assert cli(["labels", "revoke", "--source", "simulator", "--since", "2000-01-01"]) == 0
+    assert (row["source"], row["labels"], row["revoked"]) == ("import", 200, 0)
+    assert cli(["labels", "revoke", "--source", "import", "--since", "2000-01-01"]) == 0
     assert "revoked 200 label(s)" in capsys.readouterr().out
-    assert app_with_model.labels.labeled_count() == 0
+    assert app_env.labels.labeled_count() == 0
     assert cli(["labels", "revoke"]) == 2  # refuses to revoke everything
 
 
