@@ -243,10 +243,28 @@ def load(engine: Any, request: Request, progress: bool = False) -> LoadReport:
     return report
 
 
+def bulk_sqlite_engine(path: Path) -> Any:
+    """An engine for loading a new SQLite file: no journal while loading (a failed load is
+    deleted, never used), and a page cache and temp store large enough for building
+    indexes and grouping millions of rows in memory. The file is left in WAL mode, as the
+    service's engines expect it."""
+    import sqlalchemy as sa
+    from sqlalchemy import event
+
+    engine = sa.create_engine(f"sqlite:///{path}")
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-1048576", "temp_store=MEMORY"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    return engine
+
+
 def sqlite_history(request: Request, directory: Path = DATA_DIR, progress: bool = False) -> tuple[Path, LoadReport]:
     """The SQLite file holding ``request``: reused when present and recent, else built."""
-    from shared.storage.engines import create_db_engine
-
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{request.name}.db"
     described = path.with_suffix(".json")
@@ -259,9 +277,11 @@ def sqlite_history(request: Request, directory: Path = DATA_DIR, progress: bool 
             return path, report
     for stale in (path, described, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)
-    engine = create_db_engine(f"sqlite:///{path}")
+    engine = bulk_sqlite_engine(path)
     try:
         report = load(engine, request, progress=progress)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     finally:
         engine.dispose()
     described.write_text(json.dumps({"request": asdict(request), "report": report.to_dict()}, indent=2))

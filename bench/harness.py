@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,11 @@ from shared.config import Settings
 from shared.wiring import Wiring
 
 from . import datasets
+from .clients import Record, client_loop, payload, run_clients
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["Environment", "BenchApp", "Row", "print_table", "markdown_table", "time_calls", "summary"]
+__all__ = ["Environment", "BenchApp", "Row", "print_table", "markdown_table", "time_calls", "summary", "payload"]
 
 
 # --- the printed tables -----------------------------------------------------------------------
@@ -148,7 +148,8 @@ class Environment:
 
     def sqlite_history(self, request: datasets.Request) -> Path:
         path, report = datasets.sqlite_history(request, progress=True)
-        self.loads.append({"backend": "sqlite", "request": request.__dict__, **report.to_dict()})
+        if not any(load["path"] == report.path for load in self.loads):
+            self.loads.append({"backend": "sqlite", "request": request.__dict__, **report.to_dict()})
         return path
 
     def scratch_copy(self, request: datasets.Request) -> Path:
@@ -229,49 +230,7 @@ class BenchApp:
         self.wiring.queue.client.clear_messages()
 
 
-def payload(transaction_id: str, customer: str, terminal: str, amount: float, rng: random.Random) -> dict[str, Any]:
-    """A transaction of the last few minutes (predict takes only recent ones)."""
-    moment = datetime.now(timezone.utc) - timedelta(seconds=rng.uniform(1, 600))
-    return {"transaction_id": transaction_id, "timestamp": moment.isoformat(), "customer_id": customer,
-            "terminal_id": terminal, "amount": round(amount, 2)}
-
-
 # --- sections that run the dev host ---------------------------------------------------------------
-
-
-Record = tuple[float, float, str, bool]  # (monotonic start, seconds, status or error name, degraded)
-
-
-def client_loop(url: str, next_body: Any, until: Any, record: Any, pause: float = 0.0) -> None:
-    """One client: POST ``next_body(n)`` to predict, one request at a time, until ``until()``;
-    ``record(Record)`` after each (a transport error is recorded by its name, then a new
-    connection is made)."""
-    session = requests.Session()
-    n = 0
-    while not until():
-        body = next_body(n)
-        n += 1
-        begun = time.monotonic()
-        try:
-            reply = session.post(url, json=body, timeout=10)
-            status, degraded = str(reply.status_code), reply.status_code == 200 and bool(reply.json().get("degraded"))
-        except requests.RequestException as exc:
-            session = requests.Session()
-            status, degraded = type(exc).__name__, False
-        record((begun, time.monotonic() - begun, status, degraded))
-        if pause:
-            time.sleep(pause)
-
-
-def run_clients(client: Any, count: int) -> float:
-    """Run ``client(index)`` in ``count`` threads until all return; the seconds it took."""
-    started = time.monotonic()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.monotonic() - started
 
 
 def hot_terminal_load(app: BenchApp, seconds: float, clients: int, before: float, after: float,
@@ -296,17 +255,17 @@ def hot_terminal_load(app: BenchApp, seconds: float, clients: int, before: float
         measurer = threading.Thread(target=client_loop, args=(url, ordinary, stop.is_set, records.append, 0.02))
         measurer.start()
         time.sleep(before)
-        load_started = time.monotonic()
         code, wall, _, out = run_child(
             ["-m", "bench.hot_clients_job", url, str(seconds), str(clients), f"hot-{app.suffix}"],
             dict(os.environ), workdir / f"hot-clients-{app.suffix}.log", timeout=seconds + 120)
-        load_stopped = time.monotonic()
         time.sleep(after)
         stop.set()
         measurer.join()
     if code != 0:
         raise RuntimeError(f"hot clients failed: {out[-2000:]}")
     hot = json.loads(out.strip().splitlines()[-1])
+    hot["latency"] = summary(hot.pop("latency_seconds"))
+    load_started, load_stopped = hot["started"], hot["stopped"]  # wall clock, as the records
 
     def part(start: float, end: float) -> dict[str, Any]:
         chosen = [r for r in records if start <= r[0] < end]
@@ -407,6 +366,7 @@ def retrain(env: Environment, database_url: str, label: str, timeout: float = 36
         "population": population.get("frauds", 0) + population.get("genuine", 0),
         "population_frauds": population.get("frauds"),
         "phases": result.get("phases"),
+        "read_done_at": result.get("read_done_at"),
     }
 
 

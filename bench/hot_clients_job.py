@@ -11,10 +11,8 @@ import sys
 import time
 from typing import Any
 
+from bench.clients import Record, client_loop, payload, run_clients
 from bench.datasets import HOT_CUSTOMERS, HOT_TERMINAL
-from bench.harness import Record, client_loop, payload, run_clients
-from harness.faults import kinds
-from harness.stats import summary
 
 url, seconds, clients, prefix = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 deadline = time.monotonic() + seconds
@@ -31,8 +29,13 @@ def client(index: int) -> None:
     client_loop(url, body, lambda: time.monotonic() >= deadline, records.append)
 
 
+started = time.time()
 elapsed = run_clients(client, clients)
+stopped = time.time()
 ok = [r for r in records if r[2] == "200"]
-print(json.dumps({"requests": len(records), "statuses": kinds(r[2] for r in records),
-                  "degraded": sum(r[3] for r in ok), "throughput": len(ok) / elapsed,
-                  "latency": summary(r[1] for r in ok)}))
+statuses: dict[str, int] = {}
+for record in records:
+    statuses[record[2]] = statuses.get(record[2], 0) + 1
+print(json.dumps({"requests": len(records), "statuses": statuses, "degraded": sum(r[3] for r in ok),
+                  "throughput": len(ok) / elapsed, "started": started, "stopped": stopped,
+                  "latency_seconds": sorted(r[1] for r in ok)}))

@@ -27,8 +27,12 @@ def sample() -> None:
         samples.append((round(time.perf_counter() - started, 1), round(rss_mib()), progress["training rows"]))
 
 
+last_chunk_at = [0.0]  # wall clock of the training read's last chunk: where fitting begins
+
+
 def on_progress(what: str, count: int) -> None:
     progress[what] = progress.get(what, 0) + count
+    last_chunk_at[0] = time.time()
 
 
 threading.Thread(target=sample, daemon=True).start()
@@ -38,4 +42,4 @@ run = retraining.run(trigger="bench", force=True)
 done.set()
 print(json.dumps({"seconds": time.perf_counter() - started, "status": run.status, "reason": run.reason,
                   "training_rows": run.training_rows, "details": run.details, "metrics": run.metrics,
-                  "phases": samples}, default=str))
+                  "phases": samples, "read_done_at": last_chunk_at[0]}, default=str))
