@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -186,8 +187,7 @@ def section_end_to_end(env: Environment, rows: list[Row], sizes: Sizes, app: Any
                          f"p99 ≤ 50 ms", figures=result))
 
 
-def section_retrain(env: Environment, sizes: Sizes) -> list[dict[str, Any]]:
-    results = []
+def section_retrain(env: Environment, sizes: Sizes, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for request in sizes.retrain_sqlite:
         path = env.sqlite_history(request)
         results.append({"backend": "SQLite", "rows": request.rows,
@@ -352,21 +352,31 @@ def main(argv: list[str] | None = None) -> int:
     retrains: list[dict[str, Any]] = []
     rates = None
     timings: dict[str, float] = {}
+    failures: dict[str, str] = {}
     started = time.time()
     with Environment(Path(tempfile.mkdtemp(prefix="bench-")), quick=args.quick) as env:
         app = None
 
         def timed(name: str, action: Any) -> Any:
+            """Run one section; a failure is reported and the run goes on with the next."""
             begun = time.time()
             print(f"[{datetime.now().strftime('%H:%M:%S')}] {name}…", flush=True)
-            result = action()
-            timings[name] = round(time.time() - begun, 1)
-            return result
+            try:
+                return action()
+            except Exception as exc:
+                traceback.print_exc()
+                failures[name] = f"{type(exc).__name__}: {str(exc)[:500]}"
+                return None
+            finally:
+                timings[name] = round(time.time() - begun, 1)
 
         needs_app = chosen & {"predict", "hot-load", "end-to-end", "cold-start", "inference"}
         if needs_app:
             app = timed("predict", lambda: section_predict(env, rows, sizes)) if "predict" in chosen else \
                 timed("app", lambda: env.app(f"sqlite:///{env.sqlite_history(sizes.predict_history)}"))
+        if app is None and needs_app:
+            print("no app: the sections that need one are skipped")
+            chosen -= needs_app
         if "inference" in chosen:
             serving = app.wiring.store.load(app.version)
             timed("inference", lambda: section_inference(env, rows, sizes, serving))
@@ -381,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             app.activate()
             timed("cold-start", lambda: section_cold_start(env, rows, sizes, app))
         if "retrain" in chosen:
-            retrains = timed("retrain", lambda: section_retrain(env, sizes))
+            retrains = timed("retrain", lambda: section_retrain(env, sizes, retrains)) or retrains
             rates = timed("import-rate", lambda: import_rates(env, sizes))
         if "retrain-load" in chosen:
             timed("retrain-load", lambda: section_retrain_load(env, rows, sizes))
@@ -405,13 +415,15 @@ def main(argv: list[str] | None = None) -> int:
         print("\nHistories (bulk load: executemany/COPY, indexes after, buckets rebuilt set-based)\n")
         print(load_table(loads, rates))
     print("\nseconds per section:", timings)
+    if failures:
+        print("FAILED sections:", json.dumps(failures, indent=1))
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": machine, "quick": args.quick, "seconds": round(took),
                                 "when": datetime.now(timezone.utc).isoformat(), "timings": timings,
                                 "rows": [r.__dict__ for r in rows], "retrain": retrains, "loads": loads,
-                                "import_rates": rates}, indent=2, default=str))
-    return 0
+                                "import_rates": rates, "failures": failures}, indent=2, default=str))
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

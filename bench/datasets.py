@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -263,11 +264,24 @@ def bulk_sqlite_engine(path: Path) -> Any:
     return engine
 
 
+def _wait_for_other_builder(marker: Path, timeout: float = 3 * 3600) -> None:
+    """Another process is building this file (its pid in ``marker``): wait until it is done."""
+    deadline = time.monotonic() + timeout
+    while marker.exists() and time.monotonic() < deadline:
+        try:
+            os.kill(int(marker.read_text().strip() or 0), 0)
+        except (ProcessLookupError, ValueError):
+            marker.unlink(missing_ok=True)  # its builder died: the file is rebuilt
+            return
+        time.sleep(5)
+
+
 def sqlite_history(request: Request, directory: Path = DATA_DIR, progress: bool = False) -> tuple[Path, LoadReport]:
     """The SQLite file holding ``request``: reused when present and recent, else built."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{request.name}.db"
     described = path.with_suffix(".json")
+    _wait_for_other_builder(path.with_suffix(".building"))
     if path.exists() and described.exists():
         info = json.loads(described.read_text())
         age = datetime.now(timezone.utc).date() - datetime.fromisoformat(info["report"]["end_date"]).date()
@@ -277,6 +291,8 @@ def sqlite_history(request: Request, directory: Path = DATA_DIR, progress: bool 
             return path, report
     for stale in (path, described, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)
+    building = path.with_suffix(".building")
+    building.write_text(str(os.getpid()))
     engine = bulk_sqlite_engine(path)
     try:
         report = load(engine, request, progress=progress)
@@ -284,6 +300,7 @@ def sqlite_history(request: Request, directory: Path = DATA_DIR, progress: bool 
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     finally:
         engine.dispose()
+        building.unlink(missing_ok=True)
     described.write_text(json.dumps({"request": asdict(request), "report": report.to_dict()}, indent=2))
     return path, report
 
