@@ -26,6 +26,7 @@ import requests
 
 from shared.client import PredictClient
 
+from .options import option
 from .stats import in_ms, summary
 
 
@@ -348,17 +349,17 @@ def table(figures: dict[str, Any]) -> str:
 
 @dataclass
 class FaultRunOptions:
-    transactions: int = 10_000
-    concurrency: int = 8
-    db_outage: float = 30.0  # seconds PostgreSQL is down
-    db_outage_at: float = 0.5  # fraction of the load
-    azurite_restart_at: float = 0.2
-    in_flight_visibility: int = 30  # seconds a fetched queue message stays invisible (the host: 600)
-    refresh_seconds: int = 30  # MODEL_REFRESH_SECONDS
-    settle_timeout: float = 300.0
-    max_seconds: float = 1800.0
-    json: str | None = None
-    keep: bool = False
+    transactions: int = option(10_000, "transactions to send")
+    concurrency: int = option(8, "client threads")
+    db_outage: float = option(30.0, "seconds PostgreSQL is down")
+    db_outage_at: float = option(0.5, "when the outage begins, as a fraction of the load")
+    azurite_restart_at: float = option(0.2, "when Azurite restarts, as a fraction of the load")
+    in_flight_visibility: int = option(30, "seconds a fetched queue message stays invisible (the host: 600)")
+    refresh_seconds: int = option(30, "MODEL_REFRESH_SECONDS")
+    settle_timeout: float = option(300.0, "longest wait for the queue to drain after the load (s)")
+    max_seconds: float = option(1800.0, "bound on the whole load phase (s)")
+    json: str | None = option(None, "also write the figures to this file")
+    keep: bool = option(False, "keep the temporary folder (logs)")
 
 
 def fault_run(options: FaultRunOptions) -> int:

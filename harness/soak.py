@@ -27,6 +27,7 @@ from devhost.azurite import free_port
 from .app import hosted_settings, prepare_app
 from .faults import queue_depth, stored_counts, transactions, wait_until_settled
 from .hosting import HostProcess, stop_all
+from .options import option
 from .servers import start_azurite, start_postgres
 from .stats import in_ms, summary
 
@@ -35,13 +36,13 @@ MAX_REQUESTS = 100_000
 
 @dataclass
 class SoakOptions:
-    seconds: float = 300.0  # length of the steady load
-    rate: float = 40.0  # requests per second
-    workers: int = 8  # client threads
-    warmup: float = 30.0  # seconds before the "warm" RSS sample
-    db: str = "sqlite"  # or "postgres"
-    max_growth_mib: float = 64.0  # fail when RSS grows more than this from warm to end
-    json: str | None = None
+    seconds: float = option(300.0, "length of the steady load")
+    rate: float = option(40.0, "requests per second")
+    workers: int = option(8, "client threads")
+    warmup: float = option(30.0, "seconds before the 'warm' RSS sample")
+    db: str = option("sqlite", "the database", choices=("sqlite", "postgres"))
+    max_growth_mib: float = option(64.0, "fail when RSS grows more than this from warm to end")
+    json: str | None = option(None, "also write the figures to this file")
 
 
 def soak(args: SoakOptions) -> int:

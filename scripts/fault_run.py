@@ -18,34 +18,14 @@ The machinery is harness.faults (also behind tests/integration/test_faults.py).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from harness.faults import FaultRunOptions, fault_run
+from harness.options import parse_options
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = FaultRunOptions()
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--transactions", type=int, default=defaults.transactions)
-    parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
-    parser.add_argument("--db-outage", type=float, default=defaults.db_outage,
-                        help="seconds PostgreSQL is down (default 30)")
-    parser.add_argument("--db-outage-at", type=float, default=defaults.db_outage_at,
-                        help="fraction of the load (default 0.5)")
-    parser.add_argument("--azurite-restart-at", type=float, default=defaults.azurite_restart_at,
-                        help="fraction of the load (default 0.2)")
-    parser.add_argument("--in-flight-visibility", type=int, default=defaults.in_flight_visibility,
-                        help="seconds a fetched queue message stays invisible (the host: 600; default 30)")
-    parser.add_argument("--refresh-seconds", type=int, default=defaults.refresh_seconds,
-                        help="MODEL_REFRESH_SECONDS (default 30)")
-    parser.add_argument("--settle-timeout", type=float, default=defaults.settle_timeout,
-                        help="longest wait for the queue to drain after the load (default 300 s)")
-    parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
-                        help="bound on the whole load phase")
-    parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
-    return fault_run(FaultRunOptions(**vars(parser.parse_args(argv))))
+    return fault_run(parse_options(FaultRunOptions, (__doc__ or "").split("\n\n")[0], argv))
 
 
 if __name__ == "__main__":

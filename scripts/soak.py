@@ -11,25 +11,14 @@ The machinery is harness.soak.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
+from harness.options import parse_options
 from harness.soak import SoakOptions, soak
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = SoakOptions()
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=defaults.seconds,
-                        help="length of the steady load (default 300)")
-    parser.add_argument("--rate", type=float, default=defaults.rate, help="requests per second (default 40)")
-    parser.add_argument("--workers", type=int, default=defaults.workers, help="client threads (default 8)")
-    parser.add_argument("--warmup", type=float, default=defaults.warmup, help="seconds before the 'warm' RSS sample")
-    parser.add_argument("--db", choices=("sqlite", "postgres"), default=defaults.db)
-    parser.add_argument("--max-growth-mib", type=float, default=defaults.max_growth_mib,
-                        help="fail when RSS grows more than this from warm to end (default 64)")
-    parser.add_argument("--json", help="also write the figures to this file")
-    return soak(SoakOptions(**vars(parser.parse_args(argv))))
+    return soak(parse_options(SoakOptions, (__doc__ or "").split("\n\n")[0], argv))
 
 
 if __name__ == "__main__":
