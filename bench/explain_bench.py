@@ -22,18 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from harness.stats import time_calls
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _latency(call: Callable[[int], Any], repeats: int) -> tuple[float, float]:
     """Median and p99 of ``repeats`` calls, in microseconds; ``call`` gets the repetition index."""
-    samples = np.empty(repeats)
-    for i in range(repeats):
-        start = time.perf_counter()
-        call(i)
-        samples[i] = time.perf_counter() - start
-    samples *= 1e6
-    return float(np.median(samples)), float(np.percentile(samples, 99))
+    stats = time_calls(call, repeats)
+    return stats["median_us"], stats["p99_us"]
 
 
 def main() -> None:

@@ -1,46 +1,56 @@
-"""Machinery for the benchmarks: real Azurite, SQLite histories, a trained model,
-timing helpers and the printed table."""
+"""Machinery of the benchmarks: the services (harness.servers), apps on generated histories
+(harness.app, bench.datasets), child processes measured by the kernel, and the printed tables.
+
+Statistics come from harness.stats (median, nearest-rank p99, in microseconds).
+"""
 from __future__ import annotations
 
 import json
 import os
 import random
+import resource
+import shutil
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import requests
+
+from devhost.azurite import free_port
+from harness.app import ModelFactory, app_settings, configure_app, hosted_settings
+from harness.hosting import HostProcess
+from harness.servers import Postgres, start_azurite, start_postgres
+from harness.stats import summary, time_calls
+from shared.cli import ensure_resources
+from shared.config import Settings
+from shared.wiring import Wiring
+
+from . import datasets
+from .clients import Record, client_loop, payload, run_clients
 
 ROOT = Path(__file__).resolve().parents[1]
 
+__all__ = ["Environment", "BenchApp", "Row", "print_table", "markdown_table", "time_calls", "summary", "payload"]
 
-def latency_stats(call: Callable[[], Any], repeats: int) -> dict[str, float]:
-    """Median and p99 of ``repeats`` calls, in microseconds."""
-    samples = np.empty(repeats)
-    for i in range(repeats):
-        start = time.perf_counter()
-        call()
-        samples[i] = time.perf_counter() - start
-    samples *= 1e6
-    return {"median_us": float(np.median(samples)), "p99_us": float(np.percentile(samples, 99)), "n": repeats}
+
+# --- the printed tables -----------------------------------------------------------------------
 
 
 @dataclass
 class Row:
     section: str
     what: str
-    stats: dict[str, float] | None
+    stats: dict[str, Any] | None
     note: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
-def _fmt_us(value: float) -> str:
+def fmt_us(value: float) -> str:
     if value >= 1e6:
         return f"{value / 1e6:.2f} s"
     if value >= 1e3:
@@ -48,257 +58,336 @@ def _fmt_us(value: float) -> str:
     return f"{value:.1f} µs"
 
 
+def markdown_table(header: tuple[str, ...], lines: list[tuple[str, ...]]) -> str:
+    table = [header, *lines]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    out = []
+    for index, line in enumerate(table):
+        out.append("| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)) + " |")
+        if index == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
 def print_table(rows: list[Row], title: str) -> None:
     header = ("section", "measure", "median", "p99", "n", "notes")
-    table = [header] + [
-        (r.section, r.what, _fmt_us(r.stats["median_us"]) if r.stats else "-",
-         _fmt_us(r.stats["p99_us"]) if r.stats else "-", str(r.stats["n"]) if r.stats else "-", r.note)
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    print(f"\n{title}")
-    for index, line in enumerate(table):
-        print("| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)) + " |")
-        if index == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines = [(r.section, r.what, fmt_us(r.stats["median_us"]) if r.stats else "-",
+              fmt_us(r.stats["p99_us"]) if r.stats else "-", f"{r.stats['n']:,}" if r.stats else "-", r.note)
+             for r in rows]
+    print(f"\n{title}\n")
+    print(markdown_table(header, lines))
 
 
-def history_start(days: int) -> str:
-    """A start date so that a simulated history of ``days`` ends about now."""
-    return (datetime.now(timezone.utc) - timedelta(days=days)).date().isoformat()
+# --- processes measured by the kernel -----------------------------------------------------------
 
 
-class BenchApp:
-    """An app environment: settings in os.environ, a SQLite history, a promoted model."""
+def run_child(args: list[str], env: dict[str, str], log: Path, timeout: float) -> tuple[int, float, float, str]:
+    """Run ``python args…`` and wait for it with wait4(2): (exit code, wall seconds, peak RSS
+    in MiB as the kernel accounted it for that child, its stdout). The figure is the child's
+    own ``ru_maxrss`` (what ``/usr/bin/time -v`` reports), not this process's."""
+    started = time.perf_counter()
+    with open(log, "w") as err, open(log.with_suffix(".out"), "w+") as out:
+        child = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=out, stderr=err)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid == child.pid:
+                break
+            if time.monotonic() > deadline:
+                child.kill()
+                pid, status, usage = os.wait4(child.pid, 0)
+                break
+            time.sleep(0.05)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        return child.returncode, seconds, usage.ru_maxrss / 1024, out.read()
 
-    def __init__(self, env: Environment, history_rows: int):
-        from shared.cli import ensure_resources
-        from shared.services import import_history
-        from shared.simulator import simulate_for_volume
-        from shared.wiring import get_wiring, reset_wiring
 
-        self.suffix = uuid.uuid4().hex[:8]
-        self.db_path = env.workdir / f"history-{history_rows}.db"
-        self.settings = {
-            "AzureWebJobsStorage": env.azurite.connection_string,
-            "TRANSACTIONS_QUEUE": f"tx-{self.suffix}",
-            "MODEL_CONTAINER": f"models-{self.suffix}",
-            "DATABASE_URL": f"sqlite:///{self.db_path}",
-            "MODEL_REFRESH_SECONDS": "60",
-            "RETRAIN_SCHEDULE": "0 0 0 1 1 *",
-        }
-        os.environ.update(self.settings)
-        reset_wiring()
-        self.services = get_wiring()
-        ensure_resources(self.services)
-        days = 183
-        self.history = simulate_for_volume(history_rows, seed=11, n_days=days, start_date=history_start(days))
-        import_history(self.services, self.history)
-        env.publish_model(self.services.store)
-
-    def sample_requests(self, count: int) -> list[dict[str, Any]]:
-        """New transactions of known customers at known terminals, just after the history."""
-        rng = random.Random(5)
-        last = self.history["timestamp"].max().to_pydatetime()
-        picks = self.history.sample(count, random_state=5, replace=True)
-        return [{
-            "transaction_id": f"bench-{self.suffix}-{i}",
-            "timestamp": (last + timedelta(seconds=rng.randint(1, 3600))).isoformat(),
-            "customer_id": row.customer_id,
-            "terminal_id": row.terminal_id,
-            "amount": round(float(row.amount) * rng.uniform(0.5, 1.5), 2),
-        } for i, row in enumerate(picks.itertuples())]
-
-    def drain(self) -> None:
-        self.services.queue.client.clear_messages()
+# --- the environment ----------------------------------------------------------------------------
 
 
 class Environment:
-    """Owns the Azurite process and the temporary files of a benchmark run."""
+    """Azurite (and PostgreSQL when a section needs it), one production-configuration model,
+    and the temporary folder of a run."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, quick: bool):
         self.workdir = workdir
-        self.azurite = None
-        self._model: dict[str, Any] | None = None
-        self._apps: dict[int, BenchApp] = {}
+        self.quick = quick
+        self.azurite = start_azurite(workdir / "azurite")
+        self._factory: ModelFactory | None = None
+        self._postgres: Postgres | None = None
+        self.loads: list[dict[str, Any]] = []  # how each generated history was loaded
+
+    def close(self) -> None:
+        if self._postgres is not None:
+            self._postgres.stop()
+        self.azurite.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Environment:
-        from devhost.azurite import Azurite, free_port
-
-        self.azurite = Azurite(blob_port=free_port(), queue_port=free_port(), workdir=self.workdir / "azurite")
-        self.azurite.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.azurite:
-            self.azurite.stop()
+        self.close()
 
-    # --- model ------------------------------------------------------------------------
-
-    def trained_model(self) -> dict[str, Any]:
-        """The production configuration trained on 100k simulated transactions."""
-        if self._model is None:
-            from shared.compiled import OnnxScorer
-            from shared.features import DEFAULT_SPEC
-            from shared.model import LoadedModel, new_version
-            from shared.retraining import package_candidate, train_candidate
-            from shared.simulator import simulate_for_volume
+    def factory(self) -> ModelFactory:
+        """The production configuration (TrainingParams defaults) trained on 100k simulated
+        transactions (30k with --quick)."""
+        if self._factory is None:
             from shared.training import TrainingParams
 
-            days = 90
-            history = simulate_for_volume(100_000, seed=3, n_days=days, start_date=history_start(days))
-            params = TrainingParams()
-            candidate = train_candidate(history, DEFAULT_SPEC, params, "max_f1")
-            version = new_version()
-            model_bytes, metadata, files = package_candidate(version, candidate, params, "max_f1", DEFAULT_SPEC, "")
-            self._model = {
-                "pipeline": candidate.pipeline,
-                "holdout": candidate.holdout_frame,
-                "serving": LoadedModel(version, metadata, OnnxScorer(files["model.onnx"]), compiled=True),
-                "package": (version, model_bytes, metadata, files),
-            }
-        return self._model
+            self._factory = ModelFactory(rows=30_000 if self.quick else 100_000, seed=3, days=90,
+                                         params=TrainingParams())
+        return self._factory
 
-    def publish_model(self, store) -> None:
-        version, model_bytes, metadata, files = self.trained_model()["package"]
-        if version not in [m["version"] for m in store.list_versions()]:
-            store.publish(version, model_bytes, metadata, files)
-        store.promote(version)
+    def postgres(self) -> Postgres:
+        if self._postgres is None:
+            self._postgres = start_postgres()
+        return self._postgres
 
-    # --- sections ---------------------------------------------------------------------
+    def sqlite_history(self, request: datasets.Request) -> Path:
+        path, report = datasets.sqlite_history(request, progress=True)
+        if not any(load["path"] == report.path for load in self.loads):
+            self.loads.append({"backend": "sqlite", "request": request.__dict__, **report.to_dict()})
+        return path
 
-    def app(self, history_rows: int) -> BenchApp:
-        if history_rows not in self._apps:
-            self._apps[history_rows] = BenchApp(self, history_rows)
-        return self._apps[history_rows]
+    def scratch_copy(self, request: datasets.Request) -> Path:
+        """A copy of ``request``'s SQLite history in this run's folder, to write into."""
+        source = self.sqlite_history(request)
+        target = self.workdir / source.name
+        if not target.exists():
+            shutil.copyfile(source, target)
+        return target
 
-    def end_to_end(self, seconds: float, clients: int, rate: float) -> dict[str, Any]:
-        import requests
+    def postgres_history(self, request: datasets.Request) -> str:
+        """A database of the (throw-away) PostgreSQL cluster holding ``request``, loaded now."""
         import sqlalchemy as sa
 
-        from devhost.azurite import free_port, wait_for_port
-        from shared.storage import db
+        from shared.storage.engines import create_db_engine
 
-        app = self._apps.get(1_000_000) or self._apps.get(100_000) or self.app(100_000)
-        suffix = uuid.uuid4().hex[:8]
-        settings = {**app.settings, "TRANSACTIONS_QUEUE": f"e2e-{suffix}"}
-        port = free_port()
-        env = {**os.environ, **settings}
-        log = open(self.workdir / f"devhost-{suffix}.log", "w")
-        host = subprocess.Popen([sys.executable, "-m", "devhost", "--app-root", str(ROOT), "--port", str(port),
-                                 "--max-polling-interval", "0.5"], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(port, timeout=60)
-            payloads = app.sample_requests(int(seconds * 2000))
-            for p in payloads:
-                p["transaction_id"] = p["transaction_id"].replace(app.suffix, suffix)
-            url = f"http://127.0.0.1:{port}/api/predict"
-            requests.post(url, json=payloads[0], timeout=30)  # warm: model load
-            accepted: list[str] = [payloads[0]["transaction_id"]]
-            latencies: list[float] = []
-            errors = [0]
-            cursor = [1]
-            lock = threading.Lock()
-            deadline = time.monotonic() + seconds
-
-            def client() -> None:
-                session = requests.Session()
-                while time.monotonic() < deadline:
-                    with lock:
-                        if cursor[0] >= len(payloads):
-                            return
-                        payload = payloads[cursor[0]]
-                        cursor[0] += 1
-                    start = time.perf_counter()
-                    try:
-                        response = session.post(url, json=payload, timeout=10)
-                        ok = response.status_code == 200
-                    except requests.RequestException:
-                        ok = False
-                    elapsed = time.perf_counter() - start
-                    with lock:
-                        if ok:
-                            accepted.append(payload["transaction_id"])
-                            latencies.append(elapsed * 1e6)
-                        else:
-                            errors[0] += 1
-
-            started = time.monotonic()
-            threads = [threading.Thread(target=client) for _ in range(clients)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.monotonic() - started
-            # Wait (bounded) until persist has caught up with everything accepted.
-            engine = db.create_db_engine(settings["DATABASE_URL"])
-            wanted = set(accepted)
-            persisted: set[str] = set()
-            wait_until = time.monotonic() + 180
-            while time.monotonic() < wait_until:
-                with engine.connect() as conn:
-                    persisted = set(conn.execute(sa.select(db.transactions.c.transaction_id).where(
-                        db.transactions.c.transaction_id.like(f"bench-{suffix}-%"))).scalars())
-                if wanted <= persisted:
-                    break
-                time.sleep(0.5)
-            engine.dispose()
-            lat = np.array(latencies)
-            return {
-                "throughput": len(latencies) / elapsed,
-                "accepted": len(wanted),
-                "persisted": len(wanted & persisted),
-                "lost": len(wanted - persisted),
-                "errors": errors[0],
-                "accept_latency": {"median_us": float(np.median(lat)), "p99_us": float(np.percentile(lat, 99)),
-                                   "n": len(lat)},
-            }
-        finally:
-            host.terminate()
+        server = self.postgres()
+        name = f"h{request.rows}"
+        admin = create_db_engine(server.url)
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+            if not exists:
+                conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        admin.dispose()
+        url = server.url.rsplit("/", 1)[0] + f"/{name}"
+        if not exists:
+            engine = create_db_engine(url)
             try:
-                host.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                host.kill()
-            log.close()
+                report = datasets.load(engine, request, progress=True)
+            finally:
+                engine.dispose()
+            self.loads.append({"backend": "postgresql", "request": request.__dict__, **report.to_dict()})
+        return url
 
-    def retrain(self, size: int) -> dict[str, Any]:
-        """Run the retraining job on ``size`` labeled transactions in a fresh process."""
-        from shared.cli import ensure_resources
-        from shared.config import Settings
-        from shared.services import import_history
-        from shared.simulator import simulate_for_volume
-        from shared.wiring import Wiring
+    def app(self, database_url: str, **extra: str) -> BenchApp:
+        return BenchApp(self, database_url, **extra)
 
-        suffix = uuid.uuid4().hex[:8]
-        settings = {
-            "AzureWebJobsStorage": self.azurite.connection_string,
-            "TRANSACTIONS_QUEUE": f"rt-{suffix}",
-            "MODEL_CONTAINER": f"rt-{suffix}",
-            "DATABASE_URL": f"sqlite:///{self.workdir / f'retrain-{size}.db'}",
-        }
-        services = Wiring(Settings.from_env(settings))
-        ensure_resources(services)
-        days = 183
-        import_history(services, simulate_for_volume(size, seed=21, n_days=days, start_date=history_start(days)))
-        services.close()
-        child = subprocess.run([sys.executable, "-m", "bench.retrain_job"], cwd=ROOT, env={**os.environ, **settings},
-                               capture_output=True, text=True, timeout=1800)
-        if child.returncode != 0:
-            raise RuntimeError(f"retrain job failed: {child.stderr[-2000:]}")
-        return json.loads(child.stdout.strip().splitlines()[-1])
 
-    def cold_start(self, repeats: int) -> dict[str, float]:
-        app = next(iter(self._apps.values()), None) or self.app(100_000)
-        env = {**os.environ, **app.settings}
-        payload = json.dumps(app.sample_requests(1)[0])
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            child = subprocess.run([sys.executable, "-m", "bench.cold_start_job", payload], cwd=ROOT, env=env,
-                                   capture_output=True, text=True, timeout=120)
-            samples.append((time.perf_counter() - start) * 1e6)
-            if child.returncode != 0 or '"status": 200' not in child.stdout:
-                raise RuntimeError(f"cold start failed: {child.stdout[-500:]} {child.stderr[-2000:]}")
-        app.drain()
-        return {"median_us": float(np.median(samples)), "p99_us": float(np.max(samples)), "n": repeats}
+class BenchApp:
+    """An app on one database: its own queue and container, the bench model promoted."""
+
+    def __init__(self, env: Environment, database_url: str, **extra: str):
+        self.env = env
+        self.suffix = uuid.uuid4().hex[:8]
+        self.database_url = database_url
+        self.extra = {"MODEL_REFRESH_SECONDS": "60", "RETRAIN_SCHEDULE": "0 0 0 1 1 *", **extra}
+        self.values = app_settings(env.azurite.connection_string, database_url, self.suffix, **self.extra)
+        self.wiring = self.activate()
+        self.version = env.factory().publish(self.wiring.store)
+
+    def activate(self) -> Any:
+        """Point the process-wide wiring (what predict_function uses) at this app."""
+        self.wiring = configure_app(None, self.env.azurite.connection_string, self.database_url, self.suffix,
+                                    **self.extra)
+        return self.wiring
+
+    def hosted_values(self, **extra: str) -> dict[str, str]:
+        """Settings of the same app served by the dev host as its own process."""
+        return hosted_settings(self.env.azurite.connection_string, self.database_url, self.suffix,
+                               MODEL_REFRESH_SECONDS="60", **extra)
+
+    def sample_customers(self, count: int, seed: int = 5) -> list[tuple[str, str, float]]:
+        """(customer, one of the customer's terminals, an amount) of ordinary stored transactions."""
+        import sqlalchemy as sa
+
+        from shared.storage.schema import transactions
+
+        t = transactions.c
+        with self.wiring.engine.connect() as conn:
+            high = conn.execute(sa.select(sa.func.max(t.id))).scalar_one()
+            rng = random.Random(seed)
+            picks = sorted(rng.randrange(1, high + 1) for _ in range(count * 2))
+            rows = conn.execute(sa.select(t.customer_id, t.terminal_id, t.amount).where(
+                t.id.in_(picks), t.terminal_id != datasets.HOT_TERMINAL)).all()
+        return [(r[0], r[1], float(r[2])) for r in rows][:count]
+
+    def drain(self) -> None:
+        self.wiring.queue.client.clear_messages()
+
+
+# --- sections that run the dev host ---------------------------------------------------------------
+
+
+def hot_terminal_load(app: BenchApp, seconds: float, clients: int, before: float, after: float,
+                      workdir: Path) -> dict[str, Any]:
+    """``clients`` clients pay at the hot terminal for ``seconds`` through the dev host while
+    one ordinary-customer client measures its latency and degraded answers, from ``before``
+    seconds before the load to ``after`` seconds after it."""
+    values = app.hosted_values()
+    customers = app.sample_customers(500)
+    with HostProcess(values, free_port(), workdir / f"devhost-hot-{app.suffix}.log") as host:
+        url = f"{host.base_url}/api/predict"
+        requests.post(url, json=payload(f"warm-{app.suffix}", *customers[0], random.Random(1)), timeout=30)
+        stop = threading.Event()
+        records: list[Record] = []
+        rng = random.Random(13)
+
+        def ordinary(n: int) -> dict[str, Any]:
+            customer, terminal, amount = customers[n % len(customers)]
+            return payload(f"ord-{app.suffix}-{n}", customer, terminal, amount * rng.uniform(0.5, 1.5), rng)
+
+        # A steady customer stream (20 ms between answers and the next request), not a hammer.
+        measurer = threading.Thread(target=client_loop, args=(url, ordinary, stop.is_set, records.append, 0.02))
+        measurer.start()
+        time.sleep(before)
+        code, wall, _, out = run_child(
+            ["-m", "bench.hot_clients_job", url, str(seconds), str(clients), f"hot-{app.suffix}"],
+            dict(os.environ), workdir / f"hot-clients-{app.suffix}.log", timeout=seconds + 120)
+        time.sleep(after)
+        stop.set()
+        measurer.join()
+    if code != 0:
+        raise RuntimeError(f"hot clients failed: {out[-2000:]}")
+    hot = json.loads(out.strip().splitlines()[-1])
+    hot["latency"] = summary(hot.pop("latency_seconds"))
+    load_started, load_stopped = hot["started"], hot["stopped"]  # wall clock, as the records
+
+    def part(start: float, end: float) -> dict[str, Any]:
+        chosen = [r for r in records if start <= r[0] < end]
+        ok = [r for r in chosen if r[2] == "200"]
+        return {"latency": summary(r[1] for r in ok), "requests": len(chosen), "ok": len(ok),
+                "degraded": sum(r[3] for r in ok), "errors": len(chosen) - len(ok),
+                "degraded_share": (sum(r[3] for r in ok) / len(ok)) if ok else 0.0}
+
+    degraded_after = [r[0] for r in records if r[3] and r[0] >= load_stopped]
+    return {
+        "hot": hot,
+        "load_seconds": round(load_stopped - load_started, 1),
+        "ordinary_before": part(0, load_started),
+        "ordinary_during": part(load_started, load_stopped),
+        "ordinary_after": part(load_stopped, float("inf")),
+        "degraded_persisted_seconds": round(max(degraded_after) - load_stopped, 2) if degraded_after else 0.0,
+    }
+
+
+def end_to_end(app: BenchApp, seconds: float, clients: int, workdir: Path) -> dict[str, Any]:
+    """``clients`` clients for ``seconds`` through the dev host; waits (bounded) until persist
+    stored everything accepted."""
+    from harness.faults import stored_counts
+
+    values = app.hosted_values(TRANSACTIONS_QUEUE=f"e2e-{app.suffix}")
+    customers = app.sample_customers(2000, seed=9)
+    prefix = f"e2e-{app.suffix}"
+    with HostProcess(values, free_port(), workdir / f"devhost-e2e-{app.suffix}.log",
+                     extra_args=("--max-polling-interval", "0.5")) as host:
+        url = f"{host.base_url}/api/predict"
+        requests.post(url, json=payload(f"{prefix}-warm", *customers[0], random.Random(1)), timeout=30)
+        accepted: list[str] = []
+        latencies: list[float] = []
+        errors = [0]
+        lock = threading.Lock()
+        deadline = time.monotonic() + seconds
+
+        def client(index: int) -> None:
+            rng = random.Random(index)
+            last: list[str] = [""]  # the id of the request in flight (one at a time per client)
+
+            def body(n: int) -> dict[str, Any]:
+                customer, terminal, amount = customers[rng.randrange(len(customers))]
+                last[0] = f"{prefix}-{index}-{n}"
+                return payload(last[0], customer, terminal, amount * rng.uniform(0.5, 1.5), rng)
+
+            def record(result: Record) -> None:
+                with lock:
+                    if result[2] == "200":
+                        accepted.append(last[0])
+                        latencies.append(result[1])
+                    else:
+                        errors[0] += 1
+
+            client_loop(url, body, lambda: time.monotonic() >= deadline, record)
+
+        elapsed = run_clients(client, clients)
+        wanted = set(accepted)
+        stored: set[str] = set()
+        wait_until = time.monotonic() + 180
+        while time.monotonic() < wait_until:
+            stored = set(stored_counts(app.database_url, wanted))
+            if wanted <= stored:
+                break
+            time.sleep(0.5)
+    return {"throughput": len(latencies) / elapsed, "accepted": len(wanted), "persisted": len(wanted & stored),
+            "lost": len(wanted - stored), "errors": errors[0], "accept_latency": summary(latencies)}
+
+
+# --- retraining in a child process ------------------------------------------------------------------
+
+
+def retrain(env: Environment, database_url: str, label: str, timeout: float = 3600) -> dict[str, Any]:
+    """One forced retrain of a fresh app on ``database_url`` in a child process
+    (bench/retrain_job.py): wall time, the kernel's peak RSS of that child, and the run."""
+    suffix = uuid.uuid4().hex[:8]
+    values = app_settings(env.azurite.connection_string, database_url, f"rt{suffix}")
+    wiring = Wiring(Settings.from_env(values))
+    try:
+        ensure_resources(wiring)  # its container and queues; no champion: a first training
+    finally:
+        wiring.close()
+    code, wall, peak_mib, out = run_child(["-m", "bench.retrain_job"], {**os.environ, **values},
+                                          env.workdir / f"retrain-{label}-{suffix}.log", timeout)
+    if code != 0:
+        log = (env.workdir / f"retrain-{label}-{suffix}.log").read_text()[-3000:]
+        raise RuntimeError(f"retrain job ({label}) exited {code}: {log}")
+    result = json.loads(out.strip().splitlines()[-1])
+    details = result.get("details") or {}
+    query = details.get("feature_query") or {}
+    population = (details.get("sampling") or {}).get("population") or {}
+    return {
+        "label": label, "wall_seconds": round(wall, 1), "run_seconds": details.get("seconds"),
+        "peak_rss_mib": round(peak_mib), "status": result["status"], "reason": result.get("reason"),
+        "training_rows": result.get("training_rows"), "sample_rows": query.get("rows"),
+        "feature_query_seconds": query.get("seconds"),
+        "feature_query_rows_per_second": round(query["rows"] / query["seconds"]) if query.get("seconds") else None,
+        "population": population.get("frauds", 0) + population.get("genuine", 0),
+        "population_frauds": population.get("frauds"),
+        "phases": result.get("phases"),
+        "read_done_at": result.get("read_done_at"),
+    }
+
+
+def cold_start(app: BenchApp, repeats: int) -> dict[str, Any]:
+    env = {**os.environ, **app.values}
+    customers = app.sample_customers(repeats, seed=17)
+    rng = random.Random(3)
+    samples = []
+    for n in range(repeats):
+        body = json.dumps(payload(f"cold-{app.suffix}-{n}", *customers[n % len(customers)], rng))
+        start = time.perf_counter()
+        child = subprocess.run([sys.executable, "-m", "bench.cold_start_job", body], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=120)
+        samples.append(time.perf_counter() - start)
+        if child.returncode != 0 or '"status": 200' not in child.stdout:
+            raise RuntimeError(f"cold start failed: {child.stdout[-500:]} {child.stderr[-2000:]}")
+    app.drain()
+    stats = summary(samples)
+    stats["p99_us"] = stats["max_us"]  # few repetitions: the max stands for the tail
+    return stats
+
+
+def self_peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

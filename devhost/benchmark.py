@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from devhost.azurite import free_port
+
 TRIVIAL_FUNCTION = '''
 import azure.functions as func
 
@@ -33,12 +35,6 @@ FUNCTION_JSON = {"bindings": [
     {"type": "http", "direction": "out", "name": "$return"},
 ]}
 BODY = json.dumps({"transaction_id": "tx-1", "amount": 12.5, "customer_id": "C000001"}).encode()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _client(port: int, seconds: float, threads: int, keep_alive: bool, results) -> None:
@@ -92,7 +88,7 @@ def run_benchmark(seconds: float = 10.0, processes: int = 2, threads: int = 4, k
         (app / "bench_trivial").mkdir()
         (app / "bench_trivial" / "function.json").write_text(json.dumps(FUNCTION_JSON))
         (app / "bench_trivial" / "__init__.py").write_text(TRIVIAL_FUNCTION)
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "devhost", "--app-root", str(app), "--port", str(port)],
                                   cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE)
@@ -120,20 +116,18 @@ def run_benchmark(seconds: float = 10.0, processes: int = 2, threads: int = 4, k
         finally:
             server.terminate()
             server.wait(timeout=30)
-    latencies = sorted(latency for part, _ in collected for latency in part)
+    from harness.stats import percentile  # the one percentile definition (nearest rank)
+
+    latencies = [latency * 1000 for part, _ in collected for latency in part]
     errors = sum(e for _, e in collected)
     if not latencies:
         raise RuntimeError(f"no successful request ({errors} errors)")
-
-    def percentile(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
-
     return {
         "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
         "connections": processes * threads, "keep_alive": keep_alive,
         "requests_per_second": round(len(latencies) / elapsed, 1),
-        "median_ms": round(statistics.median(latencies) * 1000, 2), "p95_ms": round(percentile(0.95), 2),
-        "p99_ms": round(percentile(0.99), 2),
+        "median_ms": round(statistics.median(latencies), 2), "p95_ms": round(percentile(latencies, 95), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
     }
 
 

@@ -62,6 +62,32 @@ def configure_app(monkeypatch: Any, storage: str, database_url: str, suffix: str
     return wiring
 
 
+# What an app served by the dev host as its own process needs besides app_settings: the
+# worker runtime, and no retrain timer (retraining is not what those runs measure).
+HOSTED_SETTINGS = {
+    "FUNCTIONS_WORKER_RUNTIME": "python",
+    "RETRAIN_SCHEDULE": "0 0 0 1 1 *",
+    "AzureWebJobs.retrain_function.Disabled": "true",
+}
+
+
+def hosted_settings(storage: str, database_url: str, suffix: str, **extra: str) -> dict[str, str]:
+    """:func:`app_settings` of an app the dev host serves as its own process (local.settings.json Values)."""
+    return app_settings(storage, database_url, suffix, **{**HOSTED_SETTINGS, **extra})
+
+
+def prepare_app(values: dict[str, str], factory: ModelFactory | None = None) -> str:
+    """Tables, container and queues of the app ``values`` describe, and a model published and
+    promoted (``factory``'s, else a small one trained here); returns its version. Nothing in
+    this process's environment changes."""
+    wiring = Wiring(Settings.from_env(values))
+    try:
+        ensure_resources(wiring)
+        return (factory or ModelFactory()).publish(wiring.store)
+    finally:
+        wiring.close()
+
+
 def recent_start(days: int) -> str:
     """The first day of a ``days``-long history that ends yesterday (UTC): inside every
     training window, and labels already old enough to count as matured or delayed."""

@@ -54,38 +54,51 @@ class Postgres:
     def url(self) -> str:
         return f"postgresql+psycopg://fraud@127.0.0.1:{self.port}/fraud"
 
-    def _run(self, *args: str) -> None:
+    def _run(self, *args: str, timeout: float | None = None) -> None:
         command = list(args)
         if self.as_user:
             command = ["runuser", "-u", self.as_user, "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:
             raise ServiceUnavailable(f"{' '.join(args[:2])} failed: {result.stderr.strip() or result.stdout.strip()}")
 
+    @property
+    def data(self) -> Path:
+        return self.workdir / "data"
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), *args, timeout=120)
+
     def start(self) -> Postgres:
-        data = self.workdir / "data"
+        """Create the cluster and its ``fraud`` database, and start the server."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.as_user:
             # initdb refuses to run as root: the cluster belongs to the postgres user.
             shutil.chown(self.workdir, user=self.as_user)
             os.chmod(self.workdir, 0o700)
-        self._run(str(self.bindir / "initdb"), "-D", str(data), "-U", "fraud", "--auth=trust",
+        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "fraud", "--auth=trust",
                   "--encoding=UTF8", "--no-sync")
-        self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.workdir / "server.log"), "-w",
-            "-o", f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                  f"-c max_connections=100",
-            "start",
-        )
+        self.start_server()
         self._run(str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "fraud", "fraud")
         return self
 
+    def start_server(self) -> None:
+        """Start the server on the existing cluster (same data, same port)."""
+        self._pg_ctl("-l", str(self.workdir / "server.log"), "-w",
+                     "-o", f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                           f"-c max_connections=100", "start")
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the server and keep the cluster: clients get "connection refused" until
+        :meth:`start_server` (an outage)."""
+        self._pg_ctl("-m", mode, "-w", "stop")
+
     def stop(self) -> None:
-        data = self.workdir / "data"
-        if data.exists():
+        """Stop the server and delete the cluster."""
+        if self.data.exists():
             try:
-                self._run(str(self.bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-            except ServiceUnavailable:
+                self.stop_server("immediate")
+            except (ServiceUnavailable, subprocess.TimeoutExpired):
                 pass
         shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -1,6 +1,6 @@
 """Holds under faults: nothing lost, nothing stored twice, predict keeps answering.
 
-* The short version of scripts/fault_run.py (same harness): 500 transactions over HTTP through
+* The short version of scripts/fault_run.py (same harness: harness.faults): 500 transactions over HTTP through
   the dev host while Azurite (blob + queue) restarts once and PostgreSQL is stopped for a few
   seconds; clients retry 503 / no answer with the same transaction_id. Afterwards every
   transaction that got a 200 is stored exactly once, the queue and the poison queue are empty.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 import time
 import uuid
@@ -22,8 +21,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from devhost.azurite import free_port
 from harness.app import configure_app
-from scripts.fault_run import FaultSchedule, PostgresSwitch, RetryingClient, audit, outage, send_all, transactions
+from harness.faults import FaultSchedule, RecordingClient, audit, outage, send_all, transactions
+from harness.silent import SilentServer
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_SETTINGS = {"AzureWebJobs.retrain_function.Disabled": "true"}
@@ -59,15 +60,14 @@ def test_restart_and_database_outage_lose_nothing(azurite, postgres_server, mode
                              MODEL_REFRESH_SECONDS="600")
     model_factory.publish(services.store)
     items = transactions(500, run_id)
-    switch = PostgresSwitch(postgres_server)
     schedule = FaultSchedule(len(items))
     # The database first: transactions it failed to store are retried (visibilityTimeout 10 s in host.json)
     # while the load and the storage restart go on.
-    schedule.at(0.05, "postgresql down 3s", outage(switch.down, switch.up, 3.0))
+    schedule.at(0.05, "postgresql down 3s", outage(postgres_server.stop_server, postgres_server.start_server, 3.0))
     schedule.at(0.7, "azurite restart", azurite.restart)
     try:
         with FunctionHost(ROOT, settings=HOST_SETTINGS, port=0) as host:
-            client = RetryingClient(host.base_url, timeout=10, max_seconds=60, max_backoff=0.5)
+            client = RecordingClient(host.base_url, timeout=10, max_seconds=60, max_backoff=0.5)
             results = send_all(client, items, concurrency=8, on_progress=schedule.progress)
             schedule.join(timeout=60)
             figures = audit(results, azurite.connection_string, services.settings.transactions_queue,
@@ -92,36 +92,6 @@ def test_restart_and_database_outage_lose_nothing(azurite, postgres_server, mode
 
 # --- the database unreachable: degraded, quick, still queued ----------------------------------------
 
-class Blackhole:
-    """A TCP listener on 127.0.0.1 that accepts connections and never says a word."""
-
-    def __init__(self):
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.server.accept()
-            except OSError:
-                return
-            self.accepted.append(connection)
-
-    def close(self) -> None:
-        self.server.close()
-        for connection in self.accepted:
-            connection.close()
-
-
-def _free_port() -> int:
-    from devhost.azurite import free_port
-
-    return free_port()
-
-
 @pytest.mark.parametrize("kind", ["refused", "silent"])
 def test_database_unreachable_predict_answers_quickly_degraded_and_queues(azurite, model_factory, monkeypatch,
                                                                          kind):
@@ -130,8 +100,8 @@ def test_database_unreachable_predict_answers_quickly_degraded_and_queues(azurit
     from devhost import FunctionHost
     from shared.wiring import reset_wiring
 
-    blackhole = Blackhole() if kind == "silent" else None
-    port = blackhole.port if blackhole else _free_port()
+    blackhole = SilentServer() if kind == "silent" else None
+    port = blackhole.port if blackhole else free_port()
     services = configure_app(monkeypatch, azurite.connection_string,
                              f"postgresql+psycopg://fraud@127.0.0.1:{port}/fraud", uuid.uuid4().hex[:10],
                              create_schema=False, MODEL_REFRESH_SECONDS="600", HISTORY_TIMEOUT_MS="250")
@@ -169,7 +139,7 @@ def _dead_container(name: str, **options):
 
     return ContainerClient.from_connection_string(
         f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{_free_port()}/{ACCOUNT};", name, **options)
+        f"BlobEndpoint=http://127.0.0.1:{free_port()}/{ACCOUNT};", name, **options)
 
 
 def test_model_storage_unreachable_predict_keeps_the_loaded_model(app_with_model, caplog):
@@ -199,7 +169,7 @@ def test_model_refresh_does_not_hold_a_request_when_blob_storage_is_down(app_wit
     # The container client exactly as Services.store builds it, aimed at an endpoint where nothing listens.
     settings = services.settings.__class__(**{**services.settings.__dict__, "storage_connection": (
         services.settings.storage_connection.split("BlobEndpoint=")[0]
-        + f"BlobEndpoint=http://127.0.0.1:{_free_port()}/devstoreaccount1;")})
+        + f"BlobEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;")})
     services.store.container = model_container(settings)
     finished = threading.Event()
 
