@@ -88,10 +88,13 @@ class Monitoring:
         self._metadata: OrderedDict[str, tuple[dict[str, Any], list[str]]] = OrderedDict()
         self._metadata_lock = threading.Lock()
         self._drift: tuple[float, str, dict[str, Any]] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="monitoring")
+        self._pool = ThreadPoolExecutor(max_workers=7, thread_name_prefix="monitoring")
+        # Its own workers: a panel waiting on blob reads must never wait for a worker of its own pool.
+        self._blobs = ThreadPoolExecutor(max_workers=4, thread_name_prefix="monitoring-blobs")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._blobs.shutdown(wait=False, cancel_futures=True)
 
     # --- the snapshot -------------------------------------------------------------------
 
@@ -169,7 +172,7 @@ class Monitoring:
         names = self._version_names()
         wanted = list(dict.fromkeys([v for v in [current, *history[:VERSIONS_LIMIT], *rolled_back[:VERSIONS_LIMIT],
                                                  *names[:VERSIONS_LIMIT]] if v]))
-        described = list(self._pool.map(self._describe, wanted))
+        described = list(self._blobs.map(self._describe, wanted))
         versions = []
         for version, found in zip(wanted, described):
             if found is None:
