@@ -115,6 +115,13 @@ class Settings:
     fraud_loss: str = "amount"
     # Budget of one predict call's enqueue (waiting for the queue to accept its message): past it, 503.
     enqueue_timeout_ms: int = 5000
+    # Monitoring: drift of live traffic vs the serving model's holdout (PSI), and the console's reads.
+    drift_retrain_psi: float = 0.25  # 0: drift never triggers a retrain
+    drift_window_hours: int = 168
+    drift_sample_rows: int = 2000
+    monitoring_timeout_ms: int = 5000
+    # Custom metrics to Application Insights when set (nothing is sent otherwise).
+    applicationinsights_connection_string: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -157,6 +164,11 @@ class Settings:
             decline_cost=_float(env, "DECLINE_COST", 25.0, low=0.0),
             fraud_loss=_fraud_loss(env),
             enqueue_timeout_ms=_int(env, "ENQUEUE_TIMEOUT_MS", 5000, minimum=1),
+            drift_retrain_psi=_float(env, "DRIFT_RETRAIN_PSI", 0.25, low=0.0, high=100.0),
+            drift_window_hours=_int(env, "DRIFT_WINDOW_HOURS", 168, minimum=1),
+            drift_sample_rows=_int(env, "DRIFT_SAMPLE_ROWS", 2000, minimum=500),
+            monitoring_timeout_ms=_int(env, "MONITORING_TIMEOUT_MS", 5000, minimum=100),
+            applicationinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip(),
         )
 
     @property

@@ -30,6 +30,11 @@ from .usecases.persisting import Persisting
 from .usecases.scoring import Scoring
 
 if TYPE_CHECKING:
+    from azure.storage.queue import QueueClient
+
+    from .telemetry import Telemetry
+    from .usecases.model_admin import ModelAdmin
+    from .usecases.monitoring import Monitoring
     from .usecases.retraining import Retraining
 
 
@@ -79,6 +84,12 @@ class Wiring:
         return TrainingData(self.training_engine)
 
     @cached_property
+    def monitoring_engine(self) -> Engine:
+        """The console's reads get their own small pool and a statement deadline."""
+        return create_db_engine(self.database_url, statement_timeout_ms=self.settings.monitoring_timeout_ms,
+                                pool_size=4)
+
+    @cached_property
     def history(self) -> HistoryReader:
         return HistoryReader(self.history_engine, self.settings.history_timeout_ms)
 
@@ -106,6 +117,13 @@ class Wiring:
     @cached_property
     def poison_queue(self) -> TransactionQueue:
         return TransactionQueue(queue_client(self.settings, self.settings.poison_queue))
+
+    @cached_property
+    def operator_poison_queue(self) -> QueueClient:
+        """The poison queue as raw text (whatever a message holds, it can be shown), failing fast."""
+        return queue_client(self.settings, self.settings.poison_queue, message_encode_policy=None,
+                            message_decode_policy=None, retry_policy=fail_fast_retry("queue", 0.2),
+                            connection_timeout=2, read_timeout=5)
 
     @cached_property
     def models(self) -> ModelCache:
@@ -140,13 +158,44 @@ class Wiring:
         # in predict's cold start.
         from .usecases.retraining import Retraining, RetrainingSettings
 
+        def drift() -> dict:
+            report = self.monitoring.drift(cached=False)
+            self.telemetry.drift(report)
+            return report
+
         return Retraining(self.labels, self.runs, self.training_data, self.store,
-                          RetrainingSettings.from_settings(self.settings), spec=self.spec)
+                          RetrainingSettings.from_settings(self.settings), spec=self.spec, drift=drift)
+
+    @cached_property
+    def monitoring(self) -> Monitoring:
+        """The console's data and the drift of live traffic (pandas loads only when drift is measured)."""
+        from .storage.monitoring import MonitoringQueries
+        from .usecases.monitoring import Monitoring, MonitoringSettings, StorageQueues
+
+        return Monitoring(MonitoringQueries(self.monitoring_engine, self.settings.monitoring_timeout_ms), self.store,
+                          self.training_data, StorageQueues(self.queue.client, self.operator_poison_queue),
+                          MonitoringSettings.from_settings(self.settings))
+
+    @cached_property
+    def model_admin(self) -> ModelAdmin:
+        from .usecases.model_admin import ModelAdmin
+
+        return ModelAdmin(self.store)
+
+    @cached_property
+    def telemetry(self) -> Telemetry:
+        """Custom metrics to Application Insights, or a no-op without a connection string (then
+        the Azure Monitor packages are never imported)."""
+        from .telemetry import telemetry_for
+
+        return telemetry_for(self.settings.applicationinsights_connection_string)
 
     def close(self) -> None:
         if "history" in self.__dict__:
             self.history.close()
-        for name in ("engine", "history_engine", "training_engine"):
+        if "monitoring" in self.__dict__:
+            self.monitoring.close()
+        for name in ("engine", "history_engine", "training_engine", "monitoring_engine"):
             if name in self.__dict__:
                 self.__dict__[name].dispose()
 

@@ -69,6 +69,11 @@ var appSettings = {
   REVIEW_COST: '5'
   DECLINE_COST: '25'
   FRAUD_LOSS: 'amount'
+  // Monitoring: drift of live traffic (PSI) recorded by the retrain timer, and the console's reads.
+  DRIFT_RETRAIN_PSI: '0.25'
+  DRIFT_WINDOW_HOURS: '168'
+  DRIFT_SAMPLE_ROWS: '2000'
+  MONITORING_TIMEOUT_MS: '5000'
 }
 
 output settings object = appSettings

@@ -209,6 +209,8 @@ def package_candidate(candidate: Candidate, params: TrainingParams, threshold_ru
         "onnx": onnx,
         **(extra_metadata or {}),
     }
+    # What live traffic is compared with (PSI, shared/drift.py): the holdout's score and features.
+    metadata["reference"] = drift_reference(candidate)
     if candidate.bands is not None:
         metadata["bands"] = candidate.bands.to_dict()
         metadata["costs"] = candidate.costs.to_dict() if candidate.costs else None
@@ -230,6 +232,15 @@ def package_candidate(candidate: Candidate, params: TrainingParams, threshold_ru
             entry["signature"] = signature(data, signing_key)
         metadata["guard"] = entry
     return Package(version, model_bytes, metadata, files)
+
+
+def drift_reference(candidate: Candidate) -> dict[str, Any]:
+    """The bins and shares of the holdout's scores and features, weighted by the sampling weights."""
+    from ..drift import build_reference
+
+    rows = candidate.holdout
+    return build_reference({name: rows[name].to_numpy(np.float64) for name in candidate.features},
+                           candidate.holdout_scores(), rows["weight"].to_numpy(np.float64), source="holdout")
 
 
 def decision_metrics(candidate: Candidate) -> dict[str, Any]:

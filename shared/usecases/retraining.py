@@ -56,6 +56,7 @@ class RetrainingSettings:
     label_orphan_days: int = 7
     model_signing_key: str = ""
     costs: CostModel | None = None
+    drift_retrain_psi: float = 0.25  # 0: drift never triggers a retrain
 
     @classmethod
     def from_settings(cls, settings: Any) -> RetrainingSettings:
@@ -73,6 +74,7 @@ class RetrainingSettings:
             label_orphan_days=settings.label_orphan_days,
             model_signing_key=settings.model_signing_key,
             costs=settings.costs,
+            drift_retrain_psi=settings.drift_retrain_psi,
         )
 
 
@@ -120,7 +122,8 @@ class Retraining:
                  spec: FeatureSpec = DEFAULT_SPEC, params: TrainingParams | None = None,
                  report_builder: ReportBuilder | None = _default_report,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 on_progress: Callable[[str, int], None] | None = None):
+                 on_progress: Callable[[str, int], None] | None = None,
+                 drift: Callable[[], dict[str, Any]] | None = None):
         self.labels, self.runs, self.data, self.models = labels, runs, data, models
         self.settings = settings
         self.spec = spec
@@ -128,6 +131,7 @@ class Retraining:
         self.report_builder = report_builder
         self.clock = clock
         self.on_progress = on_progress
+        self.drift = drift  # measures live drift (shared.usecases.monitoring); recorded with every run
 
     def run(self, trigger: str = "timer", force: bool = False) -> TrainingRun:
         """Holds the retrain lease throughout so two retrains never overlap. A failure records
@@ -142,9 +146,11 @@ class Retraining:
         except TrainingError as exc:
             # Unusable labels stay unusable: wait for new ones rather than retrying every tick.
             run.status, run.reason, run.consumed_labels = "failed", f"not enough usable data: {exc}", True
+            _say_why(run)
         except Exception as exc:
             # A crash says nothing about the labels: they stay new, and the next tick retries.
             run.status, run.reason, run.consumed_labels = "failed", f"{type(exc).__name__}: {exc}", False
+            _say_why(run)
             self.runs.finish(run)
             raise
         self.runs.finish(run)
@@ -168,9 +174,15 @@ class Retraining:
             run.details["expired_orphan_labels"] = expired
         run.labeled_count = self.labels.labeled_count()
         run.new_labels = run.labeled_count - self.runs.labels_at_last_consuming_run()
-        if not force and run.new_labels < s.retrain_threshold:
+        drifted = self._drifted(run)
+        if force or run.new_labels >= s.retrain_threshold:
+            drifted = ""  # retraining anyway
+            run.details.pop("retrain_reason", None)
+        elif not drifted:
             run.status = "skipped"
             run.reason = f"{run.new_labels} new labeled transactions; retraining needs {s.retrain_threshold}"
+            if run.details.get("drift_note"):
+                run.reason += f"; {run.details['drift_note']}"
             return
         # Recorded as running before the work, so a process that dies leaves a trace.
         self.runs.start(run)
@@ -212,8 +224,38 @@ class Retraining:
         publish_candidate(self.models, package, candidate, promote, reason=reason, report_builder=self.report_builder)
         run.model_version = package.version
         run.status = "promoted" if promote else "rejected"
-        run.reason = reason
+        run.reason = f"{drifted}; {reason}" if drifted else reason
         run.details["seconds"] = round(time.perf_counter() - started, 2)
+
+    # --- drift --------------------------------------------------------------------------
+
+    def _drifted(self, run: TrainingRun) -> str:
+        """Measure drift and record it with the run; the reason to retrain on it ("" if none).
+        Drift retrains below RETRAIN_THRESHOLD when the largest PSI reaches DRIFT_RETRAIN_PSI and
+        there is at least one new labeled transaction (the same labels give the same model)."""
+        if self.drift is None:
+            return ""
+        from .monitoring import drift_summary
+
+        try:
+            report = self.drift()
+        except Exception as exc:  # drift is monitoring: it never fails a run
+            log.warning("drift not measured: %s: %s", type(exc).__name__, exc)
+            run.details["drift"] = {"status": "failed", "message": f"{type(exc).__name__}: {str(exc)[:200]}"}
+            return ""
+        run.details["drift"] = drift_summary(report)
+        limit, largest = self.settings.drift_retrain_psi, report.get("max_psi")
+        if not limit or largest is None or largest < limit:
+            return ""
+        where = report.get("max_feature") or "?"
+        if run.new_labels < 1:
+            run.details["drift_note"] = (f"drift PSI {largest:.3f} ({where}) >= DRIFT_RETRAIN_PSI {limit:g}, "
+                                         f"but no new labeled transaction to learn from")
+            return ""
+        reason = (f"retrained on drift: PSI {largest:.3f} ({where}) >= DRIFT_RETRAIN_PSI {limit:g} "
+                  f"with {run.new_labels} new labeled transactions")
+        run.details["retrain_reason"] = reason
+        return reason
 
     # --- reading ------------------------------------------------------------------------
 
@@ -276,6 +318,12 @@ class Retraining:
         rows = pd.concat(chunks, ignore_index=True)
         keep = [*FRAME_COLUMNS, "amount", *[a.name for a in self.spec.aggregates()]]
         return rows[keep]
+
+
+def _say_why(run: TrainingRun) -> None:
+    """A failed run that drift started says so first."""
+    if run.details.get("retrain_reason"):
+        run.reason = f"{run.details['retrain_reason']}; {run.reason}"
 
 
 def _champion_metrics(holdout: pd.DataFrame, champion: LoadedModel) -> dict[str, float]:

@@ -126,6 +126,25 @@ def test_document_states_the_validators_limits():
     assert set(_component("FieldError")["required"]) == {"field", "message"}
 
 
+CONSOLE_ACTIONS = ("/api/console/models/promote", "/api/console/models/rollback")
+
+
+def test_document_states_the_consoles_limits():
+    from shared.console import MAX_ACTION_BYTES
+    from shared.usecases.model_admin import VERSION_PATTERN
+
+    assert _component("ModelVersionRequest")["properties"]["version"]["pattern"] == VERSION_PATTERN.pattern
+    labels = _component("ConsoleLabelsRequest")
+    assert labels["additionalProperties"] is False and set(labels["properties"]) == {"labels"}
+    assert labels["properties"]["labels"]["maxItems"] == validators.MAX_LABELS_PER_REQUEST
+    paths = SPEC["paths"]
+    assert paths["/api/console/labels"]["post"]["requestBody"]["x-max-body-bytes"] == validators.MAX_LABEL_REQUEST_BYTES
+    for path in CONSOLE_ACTIONS:
+        assert paths[path]["post"]["requestBody"]["x-max-body-bytes"] == MAX_ACTION_BYTES
+        assert {"200", "400", "401", "409", "413", "415"} <= set(paths[path]["post"]["responses"])
+    assert "404" in paths["/api/console/models/promote"]["post"]["responses"]
+
+
 # --- differential: the document's JSON Schema vs the validators, on generated bodies ---------
 
 def _validator_for(name: str) -> jsonschema.Draft202012Validator:
@@ -363,14 +382,20 @@ def test_fuzz_from_the_served_document(served):
             answered[key] = answered.get(key, 0) + 1
             assert response.status_code < 500, (case.as_curl_command(), response.status_code, response.text[:300])
             if response.status_code == 409:  # a generated id reused with other content: documented
-                assert case.path == "/api/predict" and response.json()["fields"], response.text
+                if case.path in CONSOLE_ACTIONS:  # a version that fails verification, or nothing to roll back to
+                    assert response.json()["message"], response.text
+                else:
+                    assert case.path == "/api/predict" and response.json()["fields"], response.text
             elif 400 <= response.status_code < 500:
-                assert response.status_code in (400, 413, 415), (case.as_curl_command(), response.status_code)
+                allowed = (400, 404, 413, 415) if case.path == "/api/console/models/promote" else (400, 413, 415)
+                assert response.status_code in allowed, (case.as_curl_command(), response.status_code)
                 problem = _names_the_problem(response)
                 assert problem is None, (case.as_curl_command(), problem)
             if mode is GenerationMode.POSITIVE and operation.method.upper() == "POST":
                 # Valid by the document: accepted, or refused only for the timestamp range it states in words.
-                assert response.status_code in (200, 409) or _is_range_only_rejection(response), \
+                # A well-formed version that does not exist is 404; with one version, nothing to roll back to.
+                assert response.status_code in (200, 409) or _is_range_only_rejection(response) or (
+                    case.path == "/api/console/models/promote" and response.status_code == 404), \
                     (case.as_curl_command(), response.status_code, response.text[:300])
             case.validate_response(response, checks=checks + ([negative_data_rejection]
                                                               if mode is GenerationMode.NEGATIVE else []))
@@ -382,11 +407,15 @@ def test_fuzz_from_the_served_document(served):
         timings[f"{operation.method.upper()} {operation.path} {mode.value}"] = round(time.monotonic() - begun, 1)
 
     timings: dict[str, float] = {}
-    for path, method in (("/api/predict", "POST"), ("/api/labels", "POST"), ("/api/openapi.json", "GET")):
+    for path, method in (("/api/predict", "POST"), ("/api/labels", "POST"), ("/api/openapi.json", "GET"),
+                         ("/api/console/monitoring", "GET"), ("/api/console/labels", "POST"),
+                         ("/api/console/models/promote", "POST"), ("/api/console/models/rollback", "POST")):
         operation = document[path][method]
-        exercise(operation, GenerationMode.POSITIVE, POSITIVE_EXAMPLES if method == "POST" else 3)
+        console = path.startswith("/api/console")
+        exercise(operation, GenerationMode.POSITIVE, (POSITIVE_EXAMPLES // (3 if console else 1))
+                 if method == "POST" else 3)
         if method == "POST":
-            exercise(operation, GenerationMode.NEGATIVE, NEGATIVE_EXAMPLES)
+            exercise(operation, GenerationMode.NEGATIVE, NEGATIVE_EXAMPLES // (3 if console else 1))
 
     statuses = {key.rsplit(" ", 1)[1] for key in answered}
     print("fuzz responses:", json.dumps(answered, indent=1, sort_keys=True), "seconds:", timings)

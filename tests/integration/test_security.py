@@ -171,7 +171,7 @@ def test_http_functions_need_a_function_key_except_the_openapi_document():
             if binding.get("type", "").lower() == "httptrigger":
                 levels[function_json.parent.name] = binding.get("authLevel", "function")
     assert levels == {"predict_function": "function", "label_function": "function",
-                      "openapi_function": "anonymous"}
+                      "console_function": "function", "openapi_function": "anonymous"}
 
 
 def test_keys_are_enforced_over_http(app_with_model):

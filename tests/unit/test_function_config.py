@@ -30,7 +30,8 @@ def test_function_json_is_valid(function):
 
 
 def test_the_expected_functions_exist():
-    assert {"predict_function", "persist_function", "retrain_function", "label_function"} <= set(FUNCTIONS)
+    assert {"predict_function", "persist_function", "retrain_function", "label_function",
+            "console_function"} <= set(FUNCTIONS)
 
 
 def test_host_json_and_settings_example_are_valid():
