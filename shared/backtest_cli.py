@@ -12,6 +12,7 @@ from datetime import date
 from typing import Any
 
 from .backtest import (
+    ABLATION_SPEC,
     DEFAULT_TOP_K,
     FEATURE_SETS,
     BacktestConfig,
@@ -21,7 +22,7 @@ from .backtest import (
     run_backtest,
     summarize,
 )
-from .features import FEATURE_NAMES, FeatureSpec, compute_features
+from .features import DEFAULT_SPEC, FeatureSpec, compute_features
 from .training import TrainingError, TrainingParams
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K, help="k of card precision@k")
     parser.add_argument("--features", default="full",
                         help=f"{'|'.join(FEATURE_SETS)} or a comma-separated list of feature names")
+    parser.add_argument("--spec", type=_spec_overrides, default={}, metavar="JSON",
+                        help='FeatureSpec settings to compute the features with, e.g. '
+                             '\'{"customer_habit_days": [30, 14]}\' (default: the ones the named set implies)')
     model = parser.add_argument_group("model (defaults: TrainingParams)")
     # SUPPRESS: an option not given stays absent, so TrainingParams' default applies.
     model.add_argument("--smote-ratio", type=_optional(_share), default=argparse.SUPPRESS,
@@ -77,16 +81,26 @@ def params_from_args(args: argparse.Namespace) -> TrainingParams:
     return replace(TrainingParams(), **overrides)
 
 
-def resolve_features(choice: str) -> list[str]:
-    """A named feature set or a comma-separated list of FEATURE_NAMES."""
+def resolve_features(choice: str, spec: FeatureSpec | None = None) -> list[str]:
+    """A named feature set or a comma-separated list of names ``spec`` (default: every
+    feature the backtest knows, ABLATION_SPEC) computes."""
+    known = (spec or ABLATION_SPEC).names
     if choice in FEATURE_SETS:
-        return list(FEATURE_SETS[choice])
-    names = [name.strip() for name in choice.split(",") if name.strip()]
-    unknown = [name for name in names if name not in FEATURE_NAMES]
+        names = list(FEATURE_SETS[choice])
+    else:
+        names = [name.strip() for name in choice.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
     if not names or unknown:
         raise BacktestDataError(f"unknown features {unknown or choice!r}; use {'|'.join(FEATURE_SETS)} "
-                                f"or names from {', '.join(FEATURE_NAMES)}")
+                                f"or names from {', '.join(known)}")
     return names
+
+
+def feature_spec(names: list[str], delay_days: int, overrides: dict[str, Any] | None = None) -> FeatureSpec:
+    """The spec the backtest computes: DEFAULT_SPEC when it has every name asked for, else
+    ABLATION_SPEC; with the backtest's label delay and the ``--spec`` settings."""
+    base = DEFAULT_SPEC if set(names) <= set(DEFAULT_SPEC.names) else ABLATION_SPEC
+    return FeatureSpec.from_dict({**base.to_dict(), "delay_days": delay_days, **(overrides or {})})
 
 
 def main(args: argparse.Namespace) -> int:
@@ -98,10 +112,10 @@ def main(args: argparse.Namespace) -> int:
                             delay_days=args.delay_days, test_days=args.test_days, step_days=args.step_days,
                             top_k=args.top_k)
     params = params_from_args(args)
-    # The terminal features must not use labels the assumed delay has not delivered yet.
-    spec = FeatureSpec(delay_days=config.delay_days)
     try:
-        feature_names = resolve_features(args.features)
+        # The terminal features must not use labels the assumed delay has not delivered yet.
+        spec = feature_spec(resolve_features(args.features), config.delay_days, args.spec)
+        feature_names = resolve_features(args.features, spec)
         history = read_transactions_csv(args.data)
         warnings = check_coverage(day_numbers(history["timestamp"]), config, spec.history_days)
     except (BacktestDataError, ValueError, OSError) as exc:
@@ -159,6 +173,7 @@ def main(args: argparse.Namespace) -> int:
             "top_k": config.top_k,
             "feature_set": args.features,
             "features": feature_names,
+            "feature_spec": spec.to_dict(),
             "params": params.to_dict(),
         },
         "timing": {"read_seconds": loaded - started, "feature_seconds": featured - loaded,
@@ -192,6 +207,16 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(item) for item in value]
     return value
+
+
+def _spec_overrides(text: str) -> dict[str, Any]:
+    try:
+        overrides = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--spec is not JSON: {exc}") from exc
+    if not isinstance(overrides, dict):
+        raise argparse.ArgumentTypeError("--spec needs a JSON object of FeatureSpec settings")
+    return overrides
 
 
 def _iso_date(text: str) -> date:
