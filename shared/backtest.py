@@ -40,14 +40,10 @@ HANDBOOK_FEATURES = [name for name in V1_SPEC.names if not name.startswith("amou
 HABIT_DAYS = (30, 7)
 EXTRA_TERMINAL_WINDOWS = (1, 3, 7, 14, 30)
 ABLATION_SPEC = FeatureSpec(terminal_windows=EXTRA_TERMINAL_WINDOWS, customer_ratios=True,
-                            customer_habit_days=HABIT_DAYS, customer_recent_vs_habit=True, terminal_recency=True)
+                            customer_habit_days=HABIT_DAYS, customer_recent_vs_habit=True, terminal_fraud_run=True,
+                            terminal_recency=True)
 _V1 = V1_SPEC.names
 _RECENCY = ["terminal_days_since_last_fraud", "terminal_days_since_first_fraud", "terminal_fraud_run_days"]
-
-
-def _plus(*names: str) -> list[str]:
-    """V1 and ``names``, in ABLATION_SPEC's order."""
-    return [name for name in ABLATION_SPEC.names if name in set(_V1) | set(names)]
 
 
 def _all_but(*groups: list[str]) -> list[str]:
@@ -66,9 +62,9 @@ FEATURE_SETS: dict[str, list[str]] = {
     "v1+habit": FeatureSpec(customer_habit_days=HABIT_DAYS).names,
     "v1+habit+recent": FeatureSpec(customer_habit_days=HABIT_DAYS, customer_recent_vs_habit=True).names,
     "v1+terminal_windows": FeatureSpec(terminal_windows=EXTRA_TERMINAL_WINDOWS).names,
-    "v1+recency": FeatureSpec(terminal_recency=True).names,
+    "v1+recency": FeatureSpec(terminal_recency=True, terminal_fraud_run=True).names,
     # recency without the transaction's day: only the length of the run of fraud
-    "v1+run": _plus("terminal_fraud_run_days"),
+    "v1+run": FeatureSpec(terminal_fraud_run=True).names,
     "all": list(ABLATION_SPEC.names),
 }
 # every group but one

@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"share of rows per tree, or none (default {defaults.max_samples})")
     model.add_argument("--min-samples-leaf", type=_positive_int, default=argparse.SUPPRESS,
                        help=f"default {defaults.min_samples_leaf}")
+    model.add_argument("--max-features", type=_max_features, default=argparse.SUPPRESS,
+                       help=f"features tried per split: sqrt, log2, a share in (0, 1] or none for all "
+                            f"(default {defaults.max_features})")
     model.add_argument("--n-jobs", type=int, default=argparse.SUPPRESS, help=f"default {defaults.n_jobs}")
     model.add_argument("--seed", type=int, default=argparse.SUPPRESS,
                        help=f"random_state of SMOTE and the forest (default {defaults.random_state})")
@@ -71,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 _PARAM_OPTIONS = {
     "smote_ratio": "smote_ratio", "class_weight": "class_weight", "n_estimators": "n_estimators",
     "max_depth": "max_depth", "max_samples": "max_samples", "min_samples_leaf": "min_samples_leaf",
+    "max_features": "max_features",
     "n_jobs": "n_jobs", "seed": "random_state",
 }
 
@@ -195,7 +199,8 @@ def _describe(params: TrainingParams) -> str:
     smote = "no SMOTE" if params.smote_ratio is None else f"SMOTE {params.smote_ratio}"
     return (f"{smote}, class_weight {params.class_weight}, {params.n_estimators} trees, "
             f"max_depth {params.max_depth}, max_samples {params.max_samples}, "
-            f"min_samples_leaf {params.min_samples_leaf}, seed {params.random_state}")
+            f"min_samples_leaf {params.min_samples_leaf}, max_features {params.max_features}, "
+            f"seed {params.random_state}")
 
 
 def _json_safe(value: Any) -> Any:
@@ -245,6 +250,13 @@ def _share(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1]: {text}")
     return value
+
+
+def _max_features(text: str) -> str | float | None:
+    word = text.strip().lower()
+    if word in ("sqrt", "log2"):
+        return word
+    return _optional(_share)(text)
 
 
 def _optional(convert):

@@ -94,8 +94,10 @@ class FeatureSpec:
     * ``customer_recent_vs_habit`` (needs the habit): the card's recent activity against its
       habit — the largest earlier amount and the mean of the earlier amounts over each
       customer window shorter than the habit's ``recent`` part (or equal to it);
-    * ``terminal_recency``: over the longest terminal window, days since the terminal's
-      newest and oldest known fraud and the length of that run of fraud.
+    * ``terminal_fraud_run``: over the longest terminal window, the days from the terminal's
+      oldest to its newest known fraud (how long its run of fraud has lasted);
+    * ``terminal_recency``: over the same window, days since the terminal's newest and oldest
+      known fraud. These need the transaction's day (:func:`finalize`'s ``day``).
     """
 
     customer_windows: tuple[int, ...] = (1, 7, 30)
@@ -105,6 +107,7 @@ class FeatureSpec:
     customer_ratios: bool = False
     customer_habit_days: tuple[int, int] | None = None
     customer_recent_vs_habit: bool = False
+    terminal_fraud_run: bool = False
     terminal_recency: bool = False
 
     def __post_init__(self) -> None:
@@ -147,7 +150,9 @@ class FeatureSpec:
         for n in self.terminal_windows:
             names += [f"terminal_nb_tx_{n}d", f"terminal_risk_{n}d"]
         if self.terminal_recency:
-            names += ["terminal_days_since_last_fraud", "terminal_days_since_first_fraud", "terminal_fraud_run_days"]
+            names += ["terminal_days_since_last_fraud", "terminal_days_since_first_fraud"]
+        if self.terminal_fraud_run:
+            names += ["terminal_fraud_run_days"]
         return names
 
     def aggregates(self) -> list[Aggregate]:
@@ -160,7 +165,7 @@ class FeatureSpec:
             result += [habit_aggregate(measure, *self.customer_habit_days) for measure in CUSTOMER_MEASURES]
         if self.customer_recent_vs_habit:
             result += [customer_aggregate("max", n) for n in self.recent_windows]
-        if self.terminal_recency:
+        if self.terminal_recency or self.terminal_fraud_run:
             longest = max(self.terminal_windows)
             result += [terminal_aggregate(measure, longest, self.delay_days)
                        for measure in ("last_fraud_day", "first_fraud_day")]
@@ -199,7 +204,10 @@ class FeatureSpec:
         return cls(**values)
 
 
-DEFAULT_SPEC = FeatureSpec()
+# Chosen by backtest (docs/model-selection.md): the card's habit and recent activity against
+# it, terminal risk over 1/3/7/14/30 delayed days and the terminal's run of fraud.
+DEFAULT_SPEC = FeatureSpec(terminal_windows=(1, 3, 7, 14, 30), customer_habit_days=(30, 7),
+                           customer_recent_vs_habit=True, terminal_fraud_run=True)
 FEATURE_NAMES = DEFAULT_SPEC.names
 # The baseline the ML issue compares against: what a model sees without any history.
 BASELINE_FEATURES = ["amount", "is_weekend", "is_night"]
@@ -237,7 +245,7 @@ def finalize(aggregates: Mapping[str, np.ndarray], amount: np.ndarray, dayofweek
     """Turn window aggregates into features; the single definition every path shares.
 
     ``hour`` is the UTC hour of the day; ``day`` the transaction's UTC day bucket (days since
-    1970-01-01, :func:`epoch_day`), needed only by ``terminal_recency``. Customer aggregates
+    1970-01-01, :func:`epoch_day`), needed only by ``terminal_recency`` (not in DEFAULT_SPEC). Customer aggregates
     exclude the transaction itself (it is added here where a feature says so); terminal
     aggregates cover the delayed windows only. Every feature is finite:
 
@@ -252,11 +260,11 @@ def finalize(aggregates: Mapping[str, np.ndarray], amount: np.ndarray, dayofweek
       ``customer_mean_amount_{n}d_to_habit_mean``, the largest and the mean *earlier* amount
       of the window against the habit mean (0 without earlier rows in the window, 1 without
       habit rows).
-    * recency (``terminal_recency``), over the longest terminal window (days
-      [B − delay − n, B − delay − 1]): ``terminal_days_since_last_fraud`` and
-      ``terminal_days_since_first_fraud`` = B − the newest / oldest day with a known fraud
-      (delay + n + 1, one past the window, when there is none); ``terminal_fraud_run_days``
-      = newest − oldest + 1 (0 when none).
+    * over the longest terminal window (days [B − delay − n, B − delay − 1]), with the
+      newest and oldest day holding a known fraud: ``terminal_fraud_run_days`` = newest −
+      oldest + 1 (0 when none; ``terminal_fraud_run``); ``terminal_days_since_last_fraud``
+      and ``terminal_days_since_first_fraud`` = B − newest / oldest (delay + n + 1, one past
+      the window, when none; ``terminal_recency``, needs ``day``).
     """
     amount = np.asarray(amount, dtype=np.float64)
     features: dict[str, np.ndarray] = {
@@ -305,18 +313,21 @@ def finalize(aggregates: Mapping[str, np.ndarray], amount: np.ndarray, dayofweek
         features[f"terminal_nb_tx_{n}d"] = count
         features[f"terminal_risk_{n}d"] = np.divide(frauds, count, out=np.zeros_like(count), where=count > 0)
 
-    if spec.terminal_recency:
-        if day is None:
-            raise ValueError("terminal_recency needs the transactions' day buckets (finalize(..., day=...))")
+    if spec.terminal_recency or spec.terminal_fraud_run:
         window = max(spec.terminal_windows)
         newest = value(terminal_aggregate("last_fraud_day", window, spec.delay_days))
         oldest = value(terminal_aggregate("first_fraud_day", window, spec.delay_days))
         known = ~np.isnan(newest) & ~np.isnan(oldest)
-        day = np.asarray(day, dtype=np.float64)
-        none = float(spec.delay_days + window + 1)
-        features["terminal_days_since_last_fraud"] = np.where(known, day - np.where(known, newest, 0.0), none)
-        features["terminal_days_since_first_fraud"] = np.where(known, day - np.where(known, oldest, 0.0), none)
-        features["terminal_fraud_run_days"] = np.where(known, np.where(known, newest - oldest, 0.0) + 1.0, 0.0)
+        newest, oldest = np.where(known, newest, 0.0), np.where(known, oldest, 0.0)
+        if spec.terminal_recency:
+            if day is None:
+                raise ValueError("terminal_recency needs the transactions' day buckets (finalize(..., day=...))")
+            day = np.asarray(day, dtype=np.float64)
+            none = float(spec.delay_days + window + 1)
+            features["terminal_days_since_last_fraud"] = np.where(known, day - newest, none)
+            features["terminal_days_since_first_fraud"] = np.where(known, day - oldest, none)
+        if spec.terminal_fraud_run:
+            features["terminal_fraud_run_days"] = np.where(known, newest - oldest + 1.0, 0.0)
     return features
 
 

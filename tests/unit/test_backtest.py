@@ -154,6 +154,9 @@ def test_model_options_override_and_accept_none():
             params.n_estimators, params.random_state) == (None, "balanced_subsample", None, None, 50, 3)
     assert params_from_args(parse("--data", "x", "--train-start", "2026-01-01",
                                   "--smote-ratio", "0.3")).smote_ratio == 0.3
+    for text, value in (("sqrt", "sqrt"), ("log2", "log2"), ("0.4", 0.4), ("none", None)):
+        assert params_from_args(parse("--data", "x", "--train-start", "2026-01-01",
+                                      "--max-features", text)).max_features == value
 
 
 def test_bad_options_are_rejected():
@@ -163,6 +166,8 @@ def test_bad_options_are_rejected():
         parse("--data", "x.csv", "--train-start", "2026-03-15", "--class-weight", "heavy")
     with pytest.raises(SystemExit):
         parse("--data", "x.csv", "--train-start", "2026-03-15", "--smote-ratio", "2")
+    with pytest.raises(SystemExit):
+        parse("--data", "x.csv", "--train-start", "2026-03-15", "--max-features", "all")
 
 
 def test_feature_sets():

@@ -126,7 +126,7 @@ def test_spec_round_trip_and_refusals():
 
 def test_spec_round_trip_with_the_optional_groups():
     spec = FeatureSpec(customer_ratios=True, customer_habit_days=(30, 14), customer_recent_vs_habit=True,
-                       terminal_recency=True)
+                       terminal_fraud_run=True, terminal_recency=True)
     stored = spec.to_dict()
     assert stored["customer_habit_days"] == [30, 14]
     assert FeatureSpec.from_dict(stored) == spec
@@ -154,7 +154,7 @@ def test_spec_history_days_and_shared_aggregates():
 # --- optional groups -------------------------------------------------------------------
 
 GROUPS = FeatureSpec(customer_ratios=True, customer_habit_days=(30, 7), customer_recent_vs_habit=True,
-                     terminal_recency=True)
+                     terminal_fraud_run=True, terminal_recency=True)
 
 
 def test_ratios_over_every_customer_window():
@@ -242,13 +242,22 @@ def test_terminal_recency_within_the_delayed_window():
             f.loc[7, "terminal_fraud_run_days"]) == (38, 38, 0)
 
 
-def test_recency_needs_the_day():
-    aggregates = empty_aggregates(GROUPS)
-    arrays = {key: np.array([value]) for key, value in aggregates.items()}
+def test_only_recency_needs_the_day():
+    arrays = {key: np.array([value]) for key, value in empty_aggregates(GROUPS).items()}
     with pytest.raises(ValueError, match="day"):
         finalize(arrays, np.array([1.0]), np.array([0]), np.array([12]), GROUPS)
     assert finalize(arrays, np.array([1.0]), np.array([0]), np.array([12]), GROUPS,
-                    day=np.array([epoch_day(epoch_hour(T0))]))["terminal_fraud_run_days"][0] == 0
+                    day=np.array([epoch_day(epoch_hour(T0))]))["terminal_days_since_last_fraud"][0] == 38
+    # the run of fraud does not: the default spec is computed from aggregates alone
+    assert not DEFAULT_SPEC.terminal_recency and DEFAULT_SPEC.terminal_fraud_run
+    arrays = {key: np.array([value]) for key, value in empty_aggregates(DEFAULT_SPEC).items()}
+    assert finalize(arrays, np.array([1.0]), np.array([0]), np.array([12]), DEFAULT_SPEC)["terminal_fraud_run_days"][0] == 0
+
+
+def test_run_and_recency_share_their_aggregates():
+    run, both = FeatureSpec(terminal_fraud_run=True), FeatureSpec(terminal_fraud_run=True, terminal_recency=True)
+    assert run.aggregates() == both.aggregates() == FeatureSpec(terminal_recency=True).aggregates()
+    assert run.names[-1] == "terminal_fraud_run_days" and "terminal_days_since_last_fraud" not in run.names
 
 
 def test_online_features_equal_offline_ones_for_every_group():
@@ -265,7 +274,7 @@ def test_online_features_equal_offline_ones_for_every_group():
         "label": rng.choice([0.0, 1.0], n, p=[0.8, 0.2]),
     })
     spec = FeatureSpec(terminal_windows=(1, 3, 14), customer_ratios=True, customer_habit_days=(20, 5),
-                       customer_recent_vs_habit=True, terminal_recency=True)
+                       customer_recent_vs_habit=True, terminal_fraud_run=True, terminal_recency=True)
     offline = compute_features(history, spec)
     aggregates = compute_aggregates(history, spec)
     for i in (n - 1, n // 2, 40):
