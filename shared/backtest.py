@@ -28,17 +28,56 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from .features import BASELINE_FEATURES, FEATURE_NAMES
+from .features import BASELINE_FEATURES, DEFAULT_SPEC, FeatureSpec
 from .training import TrainingParams, fit_pipeline
 
 DEFAULT_TOP_K = 100
-# The handbook's features: everything but the ratio to the card's 30-day mean, which this project added.
-HANDBOOK_FEATURES = [name for name in FEATURE_NAMES if not name.startswith("amount_to_customer_mean_")]
+# The default before issue #10 (16 features); every optional group is measured on top of it.
+V1_SPEC = FeatureSpec()
+# The handbook's features: V1 but the ratio to the card's 30-day mean, which this project added.
+HANDBOOK_FEATURES = [name for name in V1_SPEC.names if not name.startswith("amount_to_customer_mean_")]
+# One spec holding every feature a named set uses: the backtest computes it once and picks
+# the set's columns (a feature's value does not depend on which others are computed).
+HABIT_DAYS = (30, 7)
+EXTRA_TERMINAL_WINDOWS = (1, 3, 7, 14, 30)
+ABLATION_SPEC = FeatureSpec(terminal_windows=EXTRA_TERMINAL_WINDOWS, customer_ratios=True,
+                            customer_habit_days=HABIT_DAYS, customer_recent_vs_habit=True, terminal_fraud_run=True,
+                            terminal_recency=True)
+_V1 = V1_SPEC.names
+_RECENCY = ["terminal_days_since_last_fraud", "terminal_days_since_first_fraud", "terminal_fraud_run_days"]
+
+
+def _all_but(*groups: list[str]) -> list[str]:
+    """ABLATION_SPEC's features without the groups' own (V1's stay)."""
+    dropped = {name for group in groups for name in group} - set(_V1)
+    return [name for name in ABLATION_SPEC.names if name not in dropped]
+
+
 FEATURE_SETS: dict[str, list[str]] = {
-    "full": list(FEATURE_NAMES),
+    "full": list(DEFAULT_SPEC.names),  # what a model trained today uses
     "baseline": list(BASELINE_FEATURES),
     "handbook": HANDBOOK_FEATURES,
+    "v1": list(_V1),
+    # one group on top of v1
+    "v1+ratios": FeatureSpec(customer_ratios=True).names,
+    "v1+habit": FeatureSpec(customer_habit_days=HABIT_DAYS).names,
+    "v1+habit+recent": FeatureSpec(customer_habit_days=HABIT_DAYS, customer_recent_vs_habit=True).names,
+    "v1+terminal_windows": FeatureSpec(terminal_windows=EXTRA_TERMINAL_WINDOWS).names,
+    "v1+recency": FeatureSpec(terminal_recency=True, terminal_fraud_run=True).names,
+    # recency without the transaction's day: only the length of the run of fraud
+    "v1+run": FeatureSpec(terminal_fraud_run=True).names,
+    "all": list(ABLATION_SPEC.names),
 }
+# every group but one
+_GROUPS = {
+    "ratios": FEATURE_SETS["v1+ratios"], "habit+recent": FEATURE_SETS["v1+habit+recent"],
+    "recent": [name for name in FEATURE_SETS["v1+habit+recent"] if name not in FEATURE_SETS["v1+habit"]],
+    "terminal_windows": FEATURE_SETS["v1+terminal_windows"], "recency": _RECENCY,
+    "days": _RECENCY[:2],  # recency without the features that need the transaction's day
+}
+FEATURE_SETS.update({f"all-{group}": _all_but(names) for group, names in _GROUPS.items()})
+assert all(set(names) <= set(ABLATION_SPEC.names) for names in FEATURE_SETS.values())
+
 
 _EPOCH = date(1970, 1, 1)
 

@@ -12,6 +12,7 @@ from datetime import date
 from typing import Any
 
 from .backtest import (
+    ABLATION_SPEC,
     DEFAULT_TOP_K,
     FEATURE_SETS,
     BacktestConfig,
@@ -21,7 +22,7 @@ from .backtest import (
     run_backtest,
     summarize,
 )
-from .features import FEATURE_NAMES, FeatureSpec, compute_features
+from .features import DEFAULT_SPEC, FeatureSpec, compute_features
 from .training import TrainingError, TrainingParams
 
 
@@ -43,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K, help="k of card precision@k")
     parser.add_argument("--features", default="full",
                         help=f"{'|'.join(FEATURE_SETS)} or a comma-separated list of feature names")
+    parser.add_argument("--spec", type=_spec_overrides, default={}, metavar="JSON",
+                        help='FeatureSpec settings to compute the features with, e.g. '
+                             '\'{"customer_habit_days": [30, 14]}\' (default: the ones the named set implies)')
     model = parser.add_argument_group("model (defaults: TrainingParams)")
     # SUPPRESS: an option not given stays absent, so TrainingParams' default applies.
     model.add_argument("--smote-ratio", type=_optional(_share), default=argparse.SUPPRESS,
@@ -60,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"share of rows per tree, or none (default {defaults.max_samples})")
     model.add_argument("--min-samples-leaf", type=_positive_int, default=argparse.SUPPRESS,
                        help=f"default {defaults.min_samples_leaf}")
+    model.add_argument("--max-features", type=_max_features, default=argparse.SUPPRESS,
+                       help=f"features tried per split: sqrt, log2, a share in (0, 1] or none for all "
+                            f"(default {defaults.max_features})")
     model.add_argument("--n-jobs", type=int, default=argparse.SUPPRESS, help=f"default {defaults.n_jobs}")
     model.add_argument("--seed", type=int, default=argparse.SUPPRESS,
                        help=f"random_state of SMOTE and the forest (default {defaults.random_state})")
@@ -68,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 _PARAM_OPTIONS = {
     "smote_ratio": "smote_ratio", "class_weight": "class_weight", "n_estimators": "n_estimators",
     "max_depth": "max_depth", "max_samples": "max_samples", "min_samples_leaf": "min_samples_leaf",
+    "max_features": "max_features",
     "n_jobs": "n_jobs", "seed": "random_state",
 }
 
@@ -78,16 +86,26 @@ def params_from_args(args: argparse.Namespace) -> TrainingParams:
     return replace(TrainingParams(), **overrides)
 
 
-def resolve_features(choice: str) -> list[str]:
-    """A named feature set or a comma-separated list of FEATURE_NAMES."""
+def resolve_features(choice: str, spec: FeatureSpec | None = None) -> list[str]:
+    """A named feature set or a comma-separated list of names ``spec`` (default: every
+    feature the backtest knows, ABLATION_SPEC) computes."""
+    known = (spec or ABLATION_SPEC).names
     if choice in FEATURE_SETS:
-        return list(FEATURE_SETS[choice])
-    names = [name.strip() for name in choice.split(",") if name.strip()]
-    unknown = [name for name in names if name not in FEATURE_NAMES]
+        names = list(FEATURE_SETS[choice])
+    else:
+        names = [name.strip() for name in choice.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
     if not names or unknown:
         raise BacktestDataError(f"unknown features {unknown or choice!r}; use {'|'.join(FEATURE_SETS)} "
-                                f"or names from {', '.join(FEATURE_NAMES)}")
+                                f"or names from {', '.join(known)}")
     return names
+
+
+def feature_spec(names: list[str], delay_days: int, overrides: dict[str, Any] | None = None) -> FeatureSpec:
+    """The spec the backtest computes: DEFAULT_SPEC when it has every name asked for, else
+    ABLATION_SPEC; with the backtest's label delay and the ``--spec`` settings."""
+    base = DEFAULT_SPEC if set(names) <= set(DEFAULT_SPEC.names) else ABLATION_SPEC
+    return FeatureSpec.from_dict({**base.to_dict(), "delay_days": delay_days, **(overrides or {})})
 
 
 def main(args: argparse.Namespace) -> int:
@@ -99,10 +117,10 @@ def main(args: argparse.Namespace) -> int:
                             delay_days=args.delay_days, test_days=args.test_days, step_days=args.step_days,
                             top_k=args.top_k)
     params = params_from_args(args)
-    # The terminal features must not use labels the assumed delay has not delivered yet.
-    spec = FeatureSpec(delay_days=config.delay_days)
     try:
-        feature_names = resolve_features(args.features)
+        # The terminal features must not use labels the assumed delay has not delivered yet.
+        spec = feature_spec(resolve_features(args.features), config.delay_days, args.spec)
+        feature_names = resolve_features(args.features, spec)
         history = read_transactions_csv(args.data)
         warnings = check_coverage(day_numbers(history["timestamp"]), config, spec.history_days)
     except (BacktestDataError, ValueError, OSError) as exc:
@@ -160,6 +178,7 @@ def main(args: argparse.Namespace) -> int:
             "top_k": config.top_k,
             "feature_set": args.features,
             "features": feature_names,
+            "feature_spec": spec.to_dict(),
             "params": params.to_dict(),
         },
         "timing": {"read_seconds": loaded - started, "feature_seconds": featured - loaded,
@@ -181,7 +200,8 @@ def _describe(params: TrainingParams) -> str:
     smote = "no SMOTE" if params.smote_ratio is None else f"SMOTE {params.smote_ratio}"
     return (f"{smote}, class_weight {params.class_weight}, {params.n_estimators} trees, "
             f"max_depth {params.max_depth}, max_samples {params.max_samples}, "
-            f"min_samples_leaf {params.min_samples_leaf}, seed {params.random_state}")
+            f"min_samples_leaf {params.min_samples_leaf}, max_features {params.max_features}, "
+            f"seed {params.random_state}")
 
 
 def _json_safe(value: Any) -> Any:
@@ -193,6 +213,16 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(item) for item in value]
     return value
+
+
+def _spec_overrides(text: str) -> dict[str, Any]:
+    try:
+        overrides = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--spec is not JSON: {exc}") from exc
+    if not isinstance(overrides, dict):
+        raise argparse.ArgumentTypeError("--spec needs a JSON object of FeatureSpec settings")
+    return overrides
 
 
 def _iso_date(text: str) -> date:
@@ -221,6 +251,13 @@ def _share(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1]: {text}")
     return value
+
+
+def _max_features(text: str) -> str | float | None:
+    word = text.strip().lower()
+    if word in ("sqrt", "log2"):
+        return word
+    return _optional(_share)(text)
 
 
 def _optional(convert):

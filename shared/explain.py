@@ -247,6 +247,26 @@ _DESCRIPTIONS: list[tuple[re.Pattern[str], Callable[[re.Match[str], float], str]
      lambda m, v: f"{_count(v, 'transaction')} at this terminal in its {m[1]}-day window (known labels)"),
     (re.compile(r"terminal_risk_(\d+)d"),
      lambda m, v: f"terminal had {v * 100:.0f}% fraud in its {m[1]}-day window (known labels)"),
+    # The habit leaves out the most recent days (FeatureSpec.customer_habit_days).
+    (re.compile(r"customer_habit_nb_tx"),
+     lambda m, v: f"{_count(v, 'transaction')} on this card in its habit window (recent days left out)"),
+    (re.compile(r"customer_habit_mean_amount"), lambda m, v: f"card's habitual mean amount is {v:.2f}"),
+    (re.compile(r"amount_to_customer_habit_mean"), lambda m, v: f"amount is {v:.1f}× the card's habitual mean"),
+    (re.compile(r"amount_customer_habit_zscore"),
+     lambda m, v: f"amount is {v:+.1f} standard deviations from the card's habit"),
+    (re.compile(r"amount_to_customer_habit_max"),
+     lambda m, v: f"amount is {v:.1f}× the card's largest habitual amount"),
+    (re.compile(r"customer_max_amount_(\d+)d_to_habit_mean"),
+     lambda m, v: f"largest earlier amount in {_days(m[1])} is {v:.1f}× the card's habitual mean"),
+    (re.compile(r"customer_mean_amount_(\d+)d_to_habit_mean"),
+     lambda m, v: f"earlier amounts in {_days(m[1])} average {v:.1f}× the card's habitual mean"),
+    (re.compile(r"terminal_fraud_run_days"),
+     lambda m, v: f"terminal's known fraud spans {_count(v, 'day')}" if v >= 0.5
+     else "no known fraud at this terminal in its longest window"),
+    (re.compile(r"terminal_days_since_last_fraud"),
+     lambda m, v: f"terminal's latest known fraud was {_count(v, 'day')} ago"),
+    (re.compile(r"terminal_days_since_first_fraud"),
+     lambda m, v: f"terminal's earliest known fraud in its window was {_count(v, 'day')} ago"),
 ]
 
 

@@ -52,6 +52,11 @@ CUSTOMER, TERMINAL = "customer", "terminal"
 CUSTOMER_MEASURES = ("count", "sum", "sumsq", "max")
 TERMINAL_MEASURES = ("count", "frauds", "last_fraud_day", "first_fraud_day")
 ADDITIVE = {"count", "sum", "sumsq", "frauds"}
+# Every card-hour bucket of a window is read online: keep customer windows within 30 days.
+MAX_CUSTOMER_DAYS = 30
+# The habit z-score divides by at least this share of the habit mean (a card paying the
+# same amount every time has no spread).
+HABIT_SPREAD_FLOOR = 0.1
 
 
 @dataclass(frozen=True)
@@ -76,36 +81,95 @@ class Aggregate:
 @dataclass(frozen=True)
 class FeatureSpec:
     """Which features to compute. A published model stores its spec (:meth:`to_dict`) and
-    serving computes exactly those features for it (:meth:`from_dict`)."""
+    serving computes exactly those features for it (:meth:`from_dict`).
+
+    Every field added after the first release defaults to "off", so a spec stored before it
+    existed keeps its meaning. The optional groups (definitions in :func:`finalize`):
+
+    * ``customer_ratios``: the amount against the card's mean over *every* customer window,
+      not only the longest;
+    * ``customer_habit_days = (long, recent)``: the card's habit over the hours
+      [b − 24·long, b − 24·recent − 1] — the last ``recent`` days left out, so an ongoing
+      takeover does not inflate it: its count, mean, the amount against its mean, spread
+      (z-score) and largest amount;
+    * ``customer_recent_vs_habit`` (needs the habit): the card's recent activity against its
+      habit — the largest earlier amount and the mean of the earlier amounts over each
+      customer window shorter than the habit's ``recent`` part (or equal to it);
+    * ``terminal_fraud_run``: over the longest terminal window, the days from the terminal's
+      oldest to its newest known fraud (how long its run of fraud has lasted);
+    * ``terminal_recency``: over the same window, days since the terminal's newest and oldest
+      known fraud. These need the transaction's day (:func:`finalize`'s ``day``).
+    """
 
     customer_windows: tuple[int, ...] = (1, 7, 30)
     terminal_windows: tuple[int, ...] = (1, 7, 30)
     delay_days: int = 7
     buckets: str = field(default=BUCKETS)
+    customer_ratios: bool = False
+    customer_habit_days: tuple[int, int] | None = None
+    customer_recent_vs_habit: bool = False
+    terminal_fraud_run: bool = False
+    terminal_recency: bool = False
 
     def __post_init__(self) -> None:
         if not self.customer_windows or min(self.customer_windows) < 1:
             raise ValueError("customer_windows needs at least one window of >= 1 day")
         if not self.terminal_windows or min(self.terminal_windows) < 1 or self.delay_days < 0:
             raise ValueError("terminal_windows needs windows of >= 1 day and delay_days >= 0")
+        if self.customer_habit_days is not None:
+            long, recent = self.customer_habit_days
+            if not 1 <= recent < long <= MAX_CUSTOMER_DAYS:
+                raise ValueError(f"customer_habit_days needs 1 <= recent < long <= {MAX_CUSTOMER_DAYS}")
+        if self.customer_recent_vs_habit and (self.customer_habit_days is None or not self.recent_windows):
+            raise ValueError("customer_recent_vs_habit needs customer_habit_days and a customer window "
+                             "no longer than the habit's recent days")
 
     # --- what is computed ---------------------------------------------------------------
+
+    @property
+    def recent_windows(self) -> tuple[int, ...]:
+        """Customer windows compared with the habit: those within its left-out recent days."""
+        if self.customer_habit_days is None:
+            return ()
+        return tuple(n for n in self.customer_windows if n <= self.customer_habit_days[1])
 
     @property
     def names(self) -> list[str]:
         names = ["amount", "is_weekend", "is_night"]
         for n in self.customer_windows:
             names += [f"customer_nb_tx_{n}d", f"customer_mean_amount_{n}d"]
-        names += [f"amount_to_customer_mean_{max(self.customer_windows)}d"]
+        longest = max(self.customer_windows)
+        if self.customer_ratios:
+            names += [f"amount_to_customer_mean_{n}d" for n in self.customer_windows if n != longest]
+        names += [f"amount_to_customer_mean_{longest}d"]
+        if self.customer_habit_days is not None:
+            names += ["customer_habit_nb_tx", "customer_habit_mean_amount", "amount_to_customer_habit_mean",
+                      "amount_customer_habit_zscore", "amount_to_customer_habit_max"]
+        if self.customer_recent_vs_habit:
+            for n in self.recent_windows:
+                names += [f"customer_max_amount_{n}d_to_habit_mean", f"customer_mean_amount_{n}d_to_habit_mean"]
         for n in self.terminal_windows:
             names += [f"terminal_nb_tx_{n}d", f"terminal_risk_{n}d"]
+        if self.terminal_recency:
+            names += ["terminal_days_since_last_fraud", "terminal_days_since_first_fraud"]
+        if self.terminal_fraud_run:
+            names += ["terminal_fraud_run_days"]
         return names
 
     def aggregates(self) -> list[Aggregate]:
-        """The window aggregates :func:`finalize` needs, in a stable order."""
+        """The window aggregates :func:`finalize` needs, in a stable order (the terminal
+        windows' counts and frauds last)."""
         result: list[Aggregate] = []
         for n in self.customer_windows:
             result += [customer_aggregate("count", n), customer_aggregate("sum", n)]
+        if self.customer_habit_days is not None:
+            result += [habit_aggregate(measure, *self.customer_habit_days) for measure in CUSTOMER_MEASURES]
+        if self.customer_recent_vs_habit:
+            result += [customer_aggregate("max", n) for n in self.recent_windows]
+        if self.terminal_recency or self.terminal_fraud_run:
+            longest = max(self.terminal_windows)
+            result += [terminal_aggregate(measure, longest, self.delay_days)
+                       for measure in ("last_fraud_day", "first_fraud_day")]
         for n in self.terminal_windows:
             result += [terminal_aggregate("count", n, self.delay_days),
                        terminal_aggregate("frauds", n, self.delay_days)]
@@ -142,7 +206,10 @@ class FeatureSpec:
         return cls(**values)  # type: ignore[arg-type]  # checked against the fields above
 
 
-DEFAULT_SPEC = FeatureSpec()
+# Chosen by backtest (docs/model-selection.md): the card's habit and recent activity against
+# it, terminal risk over 1/3/7/14/30 delayed days and the terminal's run of fraud.
+DEFAULT_SPEC = FeatureSpec(terminal_windows=(1, 3, 7, 14, 30), customer_habit_days=(30, 7),
+                           customer_recent_vs_habit=True, terminal_fraud_run=True)
 FEATURE_NAMES = DEFAULT_SPEC.names
 # The baseline the ML issue compares against: what a model sees without any history.
 BASELINE_FEATURES = ["amount", "is_weekend", "is_night"]
@@ -164,17 +231,42 @@ def terminal_aggregate(measure: str, days: int, delay_days: int) -> Aggregate:
     return aggregate(TERMINAL, measure, delay_days + days, delay_days + 1)
 
 
+def habit_aggregate(measure: str, long: int, recent: int) -> Aggregate:
+    """``measure`` over the card's habit window: hours [b - 24·long, b - 24·recent - 1]."""
+    return aggregate(CUSTOMER, measure, HOURS_PER_DAY * long, HOURS_PER_DAY * recent + 1)
+
+
 def union(*specs: FeatureSpec) -> list[Aggregate]:
     """Every aggregate any of ``specs`` needs, once."""
     return list({a.name: a for spec in specs for a in spec.aggregates()}.values())
 
 
 def finalize(aggregates: Mapping[str, np.ndarray], amount: np.ndarray, dayofweek: np.ndarray,
-             hour: np.ndarray, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, np.ndarray]:
+             hour: np.ndarray, spec: FeatureSpec = DEFAULT_SPEC, day: np.ndarray | None = None
+             ) -> dict[str, np.ndarray]:
     """Turn window aggregates into features; the single definition every path shares.
 
-    Customer aggregates exclude the transaction itself (it is added here); terminal
-    aggregates cover the delayed windows only.
+    ``hour`` is the UTC hour of the day; ``day`` the transaction's UTC day bucket (days since
+    1970-01-01, :func:`epoch_day`), needed only by ``terminal_recency`` (not in DEFAULT_SPEC). Customer aggregates
+    exclude the transaction itself (it is added here where a feature says so); terminal
+    aggregates cover the delayed windows only. Every feature is finite:
+
+    * ``amount_to_customer_mean_{n}d``: amount / mean of the n-day window including the
+      transaction (1 if that mean is not positive).
+    * habit (``customer_habit_days``): ``customer_habit_nb_tx`` and
+      ``customer_habit_mean_amount`` (0 without habit rows); ``amount_to_customer_habit_mean``
+      and ``amount_to_customer_habit_max`` (1 without habit rows);
+      ``amount_customer_habit_zscore`` = (amount − mean) / max(std, 10 % of the mean, 0.01),
+      std over the habit rows (0 with fewer than two habit rows).
+    * recent vs habit, per recent window n: ``customer_max_amount_{n}d_to_habit_mean`` and
+      ``customer_mean_amount_{n}d_to_habit_mean``, the largest and the mean *earlier* amount
+      of the window against the habit mean (0 without earlier rows in the window, 1 without
+      habit rows).
+    * over the longest terminal window (days [B − delay − n, B − delay − 1]), with the
+      newest and oldest day holding a known fraud: ``terminal_fraud_run_days`` = newest −
+      oldest + 1 (0 when none; ``terminal_fraud_run``); ``terminal_days_since_last_fraud``
+      and ``terminal_days_since_first_fraud`` = B − newest / oldest (delay + n + 1, one past
+      the window, when none; ``terminal_recency``, needs ``day``).
     """
     amount = np.asarray(amount, dtype=np.float64)
     features: dict[str, np.ndarray] = {
@@ -190,17 +282,61 @@ def finalize(aggregates: Mapping[str, np.ndarray], amount: np.ndarray, dayofweek
         features[f"customer_nb_tx_{n}d"] = count
         features[f"customer_mean_amount_{n}d"] = (value(customer_aggregate("sum", n)) + amount) / count
     longest = max(spec.customer_windows)
-    mean_longest = features[f"customer_mean_amount_{longest}d"]
     # Compromised cards show up as amounts far above the card's own habit.
-    features[f"amount_to_customer_mean_{longest}d"] = np.divide(
-        amount, mean_longest, out=np.ones_like(amount), where=mean_longest > 0
-    )
+    for n in spec.customer_windows if spec.customer_ratios else (longest,):
+        features[f"amount_to_customer_mean_{n}d"] = _ratio(amount, features[f"customer_mean_amount_{n}d"], 1.0)
+
+    if spec.customer_habit_days is not None:
+        long, recent = spec.customer_habit_days
+        count, total, squares, largest = (value(habit_aggregate(m, long, recent)) for m in CUSTOMER_MEASURES)
+        some = count > 0
+        mean = np.divide(total, count, out=np.zeros_like(total), where=some)
+        variance = np.divide(squares, count, out=np.zeros_like(total), where=some) - mean * mean
+        spread = np.maximum(np.sqrt(np.maximum(variance, 0.0)), np.maximum(HABIT_SPREAD_FLOOR * mean, 0.01))
+        features["customer_habit_nb_tx"] = count
+        features["customer_habit_mean_amount"] = mean
+        features["amount_to_customer_habit_mean"] = _ratio(amount, mean, 1.0)
+        features["amount_customer_habit_zscore"] = np.where(count >= 2, (amount - mean) / spread, 0.0)
+        features["amount_to_customer_habit_max"] = _ratio(amount, np.where(some, largest, 0.0), 1.0)
+        if spec.customer_recent_vs_habit:
+            for n in spec.recent_windows:
+                earlier = value(customer_aggregate("count", n))
+                recent_max = np.where(earlier > 0, value(customer_aggregate("max", n)), 0.0)
+                recent_mean = np.divide(value(customer_aggregate("sum", n)), earlier, out=np.zeros_like(earlier),
+                                        where=earlier > 0)
+                features[f"customer_max_amount_{n}d_to_habit_mean"] = np.where(
+                    earlier > 0, _ratio(recent_max, mean, 1.0), 0.0)
+                features[f"customer_mean_amount_{n}d_to_habit_mean"] = np.where(
+                    earlier > 0, _ratio(recent_mean, mean, 1.0), 0.0)
+
     for n in spec.terminal_windows:
         count = value(terminal_aggregate("count", n, spec.delay_days))
         frauds = value(terminal_aggregate("frauds", n, spec.delay_days))
         features[f"terminal_nb_tx_{n}d"] = count
         features[f"terminal_risk_{n}d"] = np.divide(frauds, count, out=np.zeros_like(count), where=count > 0)
+
+    if spec.terminal_recency or spec.terminal_fraud_run:
+        window = max(spec.terminal_windows)
+        newest = value(terminal_aggregate("last_fraud_day", window, spec.delay_days))
+        oldest = value(terminal_aggregate("first_fraud_day", window, spec.delay_days))
+        known = ~np.isnan(newest) & ~np.isnan(oldest)
+        newest, oldest = np.where(known, newest, 0.0), np.where(known, oldest, 0.0)
+        if spec.terminal_recency:
+            if day is None:
+                raise ValueError("terminal_recency needs the transactions' day buckets (finalize(..., day=...))")
+            day = np.asarray(day, dtype=np.float64)
+            none = float(spec.delay_days + window + 1)
+            features["terminal_days_since_last_fraud"] = np.where(known, day - newest, none)
+            features["terminal_days_since_first_fraud"] = np.where(known, day - oldest, none)
+        if spec.terminal_fraud_run:
+            features["terminal_fraud_run_days"] = np.where(known, newest - oldest + 1.0, 0.0)
     return features
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray, otherwise: float) -> np.ndarray:
+    """numerator / denominator where the denominator is positive, else ``otherwise``."""
+    numerator, denominator = np.broadcast_arrays(np.asarray(numerator, np.float64), np.asarray(denominator, np.float64))
+    return np.divide(numerator, denominator, out=np.full(numerator.shape, otherwise), where=denominator > 0)
 
 
 # --- bucket keys ------------------------------------------------------------------------
@@ -218,6 +354,12 @@ def epoch_hour(timestamp: datetime) -> int:
 def epoch_day(hour: int) -> int:
     """The UTC day bucket of an hour bucket."""
     return hour // HOURS_PER_DAY
+
+
+def epoch_days(when: pd.DatetimeIndex) -> np.ndarray:
+    """The UTC day buckets of many instants (for :func:`finalize`'s ``day``)."""
+    instants = when.tz_convert(None) if when.tz is not None else when
+    return instants.to_numpy().astype("datetime64[D]").astype(np.int64)
 
 
 def bucket_of(entity: str, hour: int) -> int:
@@ -260,26 +402,41 @@ class _BucketTable:
         }
         self._sparse: dict[str, list[np.ndarray]] = {}
 
-    def _bounds(self, codes: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        base = codes.astype(np.int64) * self.KEY_STRIDE
-        first = np.searchsorted(self.keys, base + low, side="left")
-        last = np.searchsorted(self.keys, base + high, side="right")
+    def query_rows(self, codes: np.ndarray, buckets: np.ndarray) -> None:
+        """The rows whose windows the ``window_*`` methods return. They are searched in key
+        order (sorted needles make binary search several times faster) and the results are
+        put back in row order."""
+        row_keys = codes.astype(np.int64) * self.KEY_STRIDE + buckets
+        self._order = np.argsort(row_keys, kind="stable")
+        self._row_keys = row_keys[self._order]
+        base = self._row_keys - self._row_keys % self.KEY_STRIDE
+        self._start_of_run = np.searchsorted(self.keys, base, side="left")
+
+    def _bounds(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of buckets [b - start, b - end] of each query row, in key order."""
+        first = np.searchsorted(self.keys, self._row_keys - start, side="left")
+        last = np.searchsorted(self.keys, self._row_keys - end, side="right")
         return first, np.maximum(last, first)
 
-    def window_sum(self, name: str, codes: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-        first, last = self._bounds(codes, low, high)
+    def _in_row_order(self, values: np.ndarray) -> np.ndarray:
+        result = np.empty_like(values)
+        result[self._order] = values
+        return result
+
+    def window_sum(self, name: str, start: int, end: int) -> np.ndarray:
+        """Sum of the per-bucket ``name`` over buckets [b - start, b - end] of each query row."""
+        first, last = self._bounds(start, end)
         cumulative = self._cumulative[name]
         # Both ends lie within one entity's run of keys; its cumulative sums restart at the
         # run's first key, so subtract the value just before the window within the run.
-        start_of_run = np.searchsorted(self.keys, codes.astype(np.int64) * self.KEY_STRIDE, side="left")
-        before = np.where(first > start_of_run, cumulative[first], 0.0)
-        after = np.where(last > start_of_run, cumulative[last], 0.0)
-        return np.where(last > first, after - before, 0.0)
+        before = np.where(first > self._start_of_run, cumulative[first], 0.0)
+        after = np.where(last > self._start_of_run, cumulative[last], 0.0)
+        return self._in_row_order(np.where(last > first, after - before, 0.0))
 
-    def window_extreme(self, name: str, values: np.ndarray, codes: np.ndarray, low: np.ndarray,
-                       high: np.ndarray, largest: bool) -> np.ndarray:
-        """Largest (or smallest) per-bucket ``values`` in each window; NaN when empty."""
-        first, last = self._bounds(codes, low, high)
+    def window_extreme(self, name: str, values: np.ndarray, start: int, end: int, largest: bool) -> np.ndarray:
+        """Largest (or smallest) per-bucket ``values`` over buckets [b - start, b - end] of
+        each query row; NaN when empty."""
+        first, last = self._bounds(start, end)
         table = self._sparse_table(name, values, largest)
         length = last - first
         result = np.full(len(first), np.nan)
@@ -292,7 +449,7 @@ class _BucketTable:
             left = table[k][first[rows]]
             right = table[k][last[rows] - (1 << k)]
             result[rows] = pick(left, right)
-        return result
+        return self._in_row_order(result)
 
     def _sparse_table(self, name: str, values: np.ndarray, largest: bool) -> list[np.ndarray]:
         """Range-extreme queries in O(1): level k holds the extreme of 2**k consecutive buckets."""
@@ -318,7 +475,7 @@ def compute_features(history: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) ->
     aggregates = compute_aggregates(history, spec)
     when = pd.DatetimeIndex(pd.to_datetime(history["timestamp"], utc=True))
     features = finalize(aggregates, history["amount"].astype(np.float64).to_numpy(),
-                        when.day_of_week.to_numpy(), when.hour.to_numpy(), spec)
+                        when.day_of_week.to_numpy(), when.hour.to_numpy(), spec, day=epoch_days(when))
     return pd.DataFrame(features, index=history.index)[spec.names]
 
 
@@ -344,16 +501,16 @@ def compute_aggregates(history: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC,
     if customer_aggregates:
         table = _BucketTable(customer, hour, {"count": np.ones(n), "sum": amount, "sumsq": amount * amount},
                              largest=amount if any(a.measure == "max" for a in customer_aggregates) else None)
+        table.query_rows(customer, hour)
         partial = _current_hour_before(history, customer, hour, amount, nanos)
         for a in customer_aggregates:
-            low, high = hour - a.start, hour - max(a.end, 1)
             if a.measure == "max":
                 assert table.bucket_max is not None  # built above when a max is wanted
-                value = table.window_extreme("max", table.bucket_max, customer, low, high, largest=True)
+                value = table.window_extreme("max", table.bucket_max, a.start, max(a.end, 1), largest=True)
                 if a.end == 0:
                     value = np.fmax(value, partial["max"])
             else:
-                value = table.window_sum(a.measure, customer, low, high)
+                value = table.window_sum(a.measure, a.start, max(a.end, 1))
                 if a.end == 0:
                     value = value + partial[a.measure]
             result[a.name] = value
@@ -362,13 +519,13 @@ def compute_aggregates(history: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC,
     if terminal_aggregates:
         day = hour // HOURS_PER_DAY
         table = _BucketTable(terminal, day, {"count": np.ones(n), "frauds": fraud})
+        table.query_rows(terminal, day)
         fraud_days = np.where(table.per_bucket["frauds"] > 0.5, table.bucket.astype(np.float64), np.nan)
         for a in terminal_aggregates:
-            low, high = day - a.start, day - a.end
             if a.measure in ADDITIVE:
-                result[a.name] = table.window_sum(a.measure, terminal, low, high)
+                result[a.name] = table.window_sum(a.measure, a.start, a.end)
             else:
-                result[a.name] = table.window_extreme(a.measure, fraud_days, terminal, low, high,
+                result[a.name] = table.window_extreme(a.measure, fraud_days, a.start, a.end,
                                                       largest=a.measure == "last_fraud_day")
     # Sums of counts are integers by definition; float summation must not say otherwise.
     for a in wanted:
@@ -412,7 +569,8 @@ def features_for_one(aggregates: Mapping[str, float], amount: float, timestamp: 
     """Features of one transaction from its window aggregates (see :func:`finalize`)."""
     arrays = {key: np.array([value], dtype=np.float64) for key, value in aggregates.items()}
     timestamp = timestamp.astimezone(timezone.utc) if timestamp.tzinfo else timestamp
-    features = finalize(arrays, np.array([amount]), np.array([timestamp.weekday()]), np.array([timestamp.hour]), spec)
+    features = finalize(arrays, np.array([amount]), np.array([timestamp.weekday()]), np.array([timestamp.hour]), spec,
+                        day=np.array([epoch_day(epoch_hour(timestamp))]))
     return {name: float(features[name][0]) for name in spec.names}
 
 

@@ -107,7 +107,8 @@ def telemetry_for(connection_string: str, configure: Any = None) -> Telemetry:
         if _configured is None:
             try:
                 if configure is None:
-                    from azure.monitor.opentelemetry import configure_azure_monitor as configure
+                    from azure.monitor.opentelemetry import configure_azure_monitor
+                    configure = configure_azure_monitor
                 configure(connection_string=connection_string, disable_tracing=True, disable_logging=True,
                           enable_live_metrics=False, enable_performance_counters=False, views=views(),
                           instrumentation_options={name: {"enabled": False} for name in DISABLED_INSTRUMENTATIONS})

@@ -31,7 +31,7 @@ class TrainingParams:
     max_features: str | float = "sqrt"
     max_samples: float | None = 0.5
     class_weight: str | None = None
-    smote_ratio: float | None = 0.05  # minority/majority after oversampling; None disables SMOTE
+    smote_ratio: float | None = 0.02  # minority/majority after oversampling; None disables SMOTE
     smote_k_neighbors: int = 5
     random_state: int = 0
     n_jobs: int = -1

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from shared.backtest import (
+    ABLATION_SPEC,
     BASELINE_FEATURES,
-    FEATURE_NAMES,
+    FEATURE_SETS,
     HANDBOOK_FEATURES,
     BacktestConfig,
     BacktestDataError,
@@ -22,7 +23,8 @@ from shared.backtest import (
     fold_windows,
     known_compromised,
 )
-from shared.backtest_cli import add_arguments, main, params_from_args, resolve_features
+from shared.backtest_cli import add_arguments, feature_spec, main, params_from_args, resolve_features
+from shared.features import DEFAULT_SPEC, FEATURE_NAMES, FeatureSpec
 from shared.simulator import SimulationConfig, simulate_transactions, write_csv
 from shared.training import TrainingParams
 
@@ -151,6 +153,9 @@ def test_model_options_override_and_accept_none():
             params.n_estimators, params.random_state) == (None, "balanced_subsample", None, None, 50, 3)
     assert params_from_args(parse("--data", "x", "--train-start", "2026-01-01",
                                   "--smote-ratio", "0.3")).smote_ratio == 0.3
+    for text, value in (("sqrt", "sqrt"), ("log2", "log2"), ("0.4", 0.4), ("none", None)):
+        assert params_from_args(parse("--data", "x", "--train-start", "2026-01-01",
+                                      "--max-features", text)).max_features == value
 
 
 def test_bad_options_are_rejected():
@@ -160,16 +165,44 @@ def test_bad_options_are_rejected():
         parse("--data", "x.csv", "--train-start", "2026-03-15", "--class-weight", "heavy")
     with pytest.raises(SystemExit):
         parse("--data", "x.csv", "--train-start", "2026-03-15", "--smote-ratio", "2")
+    with pytest.raises(SystemExit):
+        parse("--data", "x.csv", "--train-start", "2026-03-15", "--max-features", "all")
 
 
 def test_feature_sets():
-    assert resolve_features("full") == FEATURE_NAMES
+    assert resolve_features("full") == FEATURE_NAMES == DEFAULT_SPEC.names
     assert resolve_features("baseline") == BASELINE_FEATURES
+    assert resolve_features("v1") == FeatureSpec().names and len(FeatureSpec().names) == 16
     assert "amount_to_customer_mean_30d" not in HANDBOOK_FEATURES
-    assert len(HANDBOOK_FEATURES) == len(FEATURE_NAMES) - 1
+    assert len(HANDBOOK_FEATURES) == 15 and set(HANDBOOK_FEATURES) < set(FeatureSpec().names)
     assert resolve_features("amount, terminal_risk_7d") == ["amount", "terminal_risk_7d"]
+    assert resolve_features("customer_habit_nb_tx") == ["customer_habit_nb_tx"]
     with pytest.raises(BacktestDataError):
         resolve_features("amount,no_such_feature")
+    with pytest.raises(BacktestDataError):  # not computed by that spec
+        resolve_features("customer_habit_nb_tx", FeatureSpec())
+
+
+def test_every_named_set_is_computed_by_the_ablation_spec_and_groups_add_to_v1():
+    for name, names in FEATURE_SETS.items():
+        assert set(names) <= set(ABLATION_SPEC.names), name
+        assert len(set(names)) == len(names), name
+    v1 = set(FEATURE_SETS["v1"])
+    for name in ("v1+ratios", "v1+habit", "v1+habit+recent", "v1+terminal_windows", "v1+recency", "v1+run"):
+        assert v1 < set(FEATURE_SETS[name]), name
+    assert set(FEATURE_SETS["all-recency"]) == set(ABLATION_SPEC.names) - {
+        "terminal_days_since_last_fraud", "terminal_days_since_first_fraud", "terminal_fraud_run_days"}
+    assert set(FEATURE_SETS["all-habit+recent"]) == set(FEATURE_SETS["all"]) - (
+        set(FEATURE_SETS["v1+habit+recent"]) - v1)
+
+
+def test_the_computed_spec_is_the_default_when_it_suffices():
+    assert feature_spec(FEATURE_SETS["full"], 7) == DEFAULT_SPEC
+    assert feature_spec(FEATURE_SETS["v1"], 3) == FeatureSpec.from_dict({**DEFAULT_SPEC.to_dict(), "delay_days": 3})
+    assert feature_spec(FEATURE_SETS["all"], 7) == ABLATION_SPEC
+    assert feature_spec(FEATURE_SETS["v1+habit"], 7, {"customer_habit_days": [20, 5]}).customer_habit_days == (20, 5)
+    with pytest.raises(SystemExit):
+        parse("--data", "x.csv", "--train-start", "2026-03-15", "--spec", "[1, 2]")
 
 
 # --- end to end -----------------------------------------------------------------------
@@ -207,6 +240,19 @@ def test_end_to_end_prints_a_table_and_ends_with_the_json_summary(small_csv, cap
     assert len(fold["card_precision_at_100_per_day"]) == 7
     assert summary["config"]["params"]["n_estimators"] == 10
     assert summary["config"]["features"] == FEATURE_NAMES
+
+
+def test_end_to_end_with_a_named_group_and_spec_settings(small_csv, capsys):
+    args = parse("--data", str(small_csv), "--train-start", "2026-02-05", "--features", "v1+habit+recent",
+                 "--spec", '{"customer_habit_days": [21, 14]}', "--n-estimators", "5", "--n-jobs", "1")
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["config"]["features"] == FEATURE_SETS["v1+habit+recent"]
+    assert summary["config"]["feature_spec"]["customer_habit_days"] == [21, 14]
+    # a spec the features cannot come from is refused before any work
+    args = parse("--data", str(small_csv), "--train-start", "2026-02-05", "--features", "v1+habit",
+                 "--spec", '{"customer_habit_days": [5, 20]}')
+    assert main(args) == 2
 
 
 def test_folds_outside_the_history_exit_with_2(small_csv, capsys):

@@ -96,16 +96,19 @@ def test_reasons_agree_with_shap_on_the_riskiest_rows(model_and_rows, explainer)
     shap_top3 = np.argsort(-shap_fraud, axis=1, kind="stable")[:, :3]
     our_top3 = np.argsort(-ours, axis=1, kind="stable")[:, :3]
     top1_in_shap_top3 = np.mean([our_top3[i, 0] in shap_top3[i] for i in range(len(top))])
+    shap_top1_in_ours = np.mean([shap_top3[i, 0] in our_top3[i] for i in range(len(top))])
     same_top1 = np.mean(our_top3[:, 0] == shap_top3[:, 0])
     mean_overlap = np.mean([len(set(our_top3[i]) & set(shap_top3[i])) / 3 for i in range(len(top))])
-    print(f"top-1 in SHAP's top-3: {top1_in_shap_top3:.2f}; same top-1: {same_top1:.2f}; "
-          f"mean top-3 overlap: {mean_overlap:.2f}")
-    # Measured on this model (shap 0.51.0, 100 riskiest rows): top-1 in SHAP's top-3 1.00,
-    # same top-1 0.91, mean top-3 overlap 0.84. (Seeds 5 and 7: 1.00/0.96/0.89, 1.00/0.97/0.85;
-    # 100 trees, depth 12 on 100k rows: 1.00/0.79/0.95.) Saabas and SHAP differ by design
-    # (path order vs all orderings), mostly in which feature comes first, not which matter.
+    print(f"top-1 in SHAP's top-3: {top1_in_shap_top3:.2f}; SHAP's top-1 in ours: {shap_top1_in_ours:.2f}; "
+          f"same top-1: {same_top1:.2f}; mean top-3 overlap: {mean_overlap:.2f}")
+    # Measured with the default features (shap 0.51.0, 100 riskiest rows), seeds 3/5/7:
+    # top-1 in SHAP's top-3 1.00/0.97/1.00, SHAP's top-1 in ours 1.00/0.97/1.00, same top-1
+    # 0.45/0.67/0.66, mean top-3 overlap 0.84/0.87/0.86. Saabas and SHAP differ by design (path
+    # order vs all orderings) in which of the correlated amount features (habit mean, 30-day
+    # mean, z-score) comes first — not in which features matter, which the first three checks pin.
     assert top1_in_shap_top3 >= 0.95
-    assert same_top1 >= 0.85
+    assert shap_top1_in_ours >= 0.95
+    assert same_top1 >= 0.40
     assert mean_overlap >= 0.80
 
 

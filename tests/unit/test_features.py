@@ -16,8 +16,10 @@ from shared.features import (
     compute_aggregates,
     compute_features,
     empty_aggregates,
+    epoch_day,
     epoch_hour,
     features_for_one,
+    finalize,
     union,
 )
 
@@ -113,11 +115,32 @@ def test_spec_round_trip_and_refusals():
     assert FeatureSpec.from_dict(spec.to_dict()) == spec
     # Published before bucketed windows: no layout recorded, served with today's.
     legacy = {"customer_windows": [1, 7, 30], "terminal_windows": [1, 7, 30], "delay_days": 7}
-    assert FeatureSpec.from_dict(legacy) == DEFAULT_SPEC and DEFAULT_SPEC.buckets == BUCKETS
+    assert FeatureSpec.from_dict(legacy) == FeatureSpec() and DEFAULT_SPEC.buckets == BUCKETS
+    # Groups added later default to off, so a stored spec keeps its meaning.
+    assert FeatureSpec.from_dict(legacy).names == FeatureSpec().names and len(FeatureSpec().names) == 16
     with pytest.raises(ValueError, match="does not know"):
         FeatureSpec.from_dict({**legacy, "future_feature": True})
     with pytest.raises(ValueError, match="bucket layout"):
         FeatureSpec.from_dict({**legacy, "buckets": "customer-minute"})
+
+
+def test_spec_round_trip_with_the_optional_groups():
+    spec = FeatureSpec(customer_ratios=True, customer_habit_days=(30, 14), customer_recent_vs_habit=True,
+                       terminal_fraud_run=True, terminal_recency=True)
+    stored = spec.to_dict()
+    assert stored["customer_habit_days"] == [30, 14]
+    assert FeatureSpec.from_dict(stored) == spec
+    assert FeatureSpec.from_dict(DEFAULT_SPEC.to_dict()) == DEFAULT_SPEC
+
+
+@pytest.mark.parametrize("settings", [
+    {"customer_habit_days": (7, 7)}, {"customer_habit_days": (31, 7)}, {"customer_habit_days": (30, 0)},
+    {"customer_recent_vs_habit": True},  # needs the habit
+    {"customer_habit_days": (30, 7), "customer_recent_vs_habit": True, "customer_windows": (30,)},
+])
+def test_spec_refuses_bad_groups(settings):
+    with pytest.raises(ValueError):
+        FeatureSpec(**settings)
 
 
 def test_spec_history_days_and_shared_aggregates():
@@ -128,12 +151,156 @@ def test_spec_history_days_and_shared_aggregates():
     assert len(names) == len(DEFAULT_SPEC.aggregates()) + 2
 
 
+# --- optional groups -------------------------------------------------------------------
+
+GROUPS = FeatureSpec(customer_ratios=True, customer_habit_days=(30, 7), customer_recent_vs_habit=True,
+                     terminal_fraud_run=True, terminal_recency=True)
+
+
+def test_ratios_over_every_customer_window():
+    history = frame([
+        ("a", T0 - timedelta(days=20), "C", "T", 10.0, 0),
+        ("b", T0 - timedelta(days=3), "C", "T", 50.0, 0),
+        ("c", T0 - timedelta(hours=2), "C", "T", 60.0, 0),
+        ("now", T0, "C", "T", 100.0, 0),
+    ])
+    f = compute_features(history, FeatureSpec(customer_ratios=True)).loc[3]
+    assert f.amount_to_customer_mean_1d == pytest.approx(100 / 80)
+    assert f.amount_to_customer_mean_7d == pytest.approx(100 / 70)
+    assert f.amount_to_customer_mean_30d == pytest.approx(100 / 55)
+
+
+def test_habit_leaves_out_the_recent_days():
+    """Habit (30, 7): hours [b - 720, b - 169]. A row 7 days + 1 hour back is habit; one
+    exactly 7 days back (hour b - 168) is recent, as is everything after it."""
+    history = frame([
+        ("old", T0 - timedelta(days=31), "C", "T", 1000.0, 0),             # outside 30 days
+        ("h1", T0 - timedelta(days=20), "C", "T", 10.0, 0),
+        ("h2", T0 - timedelta(days=10), "C", "T", 30.0, 0),
+        ("h3", T0 - timedelta(days=7, hours=1), "C", "T", 20.0, 0),
+        ("r1", T0 - timedelta(days=7), "C", "T", 50.0, 0),                 # 7d window, not habit
+        ("r2", T0 - timedelta(hours=2), "C", "T", 60.0, 0),                # 1d and 7d windows
+        ("now", T0, "C", "T", 100.0, 0),
+        ("x", T0 - timedelta(days=9), "OTHER", "T", 999.0, 0),
+    ])
+    f = compute_features(history, GROUPS).loc[6]
+    assert f.customer_habit_nb_tx == 3 and f.customer_habit_mean_amount == pytest.approx(20.0)
+    assert f.amount_to_customer_habit_mean == pytest.approx(5.0)
+    std = np.sqrt((10**2 + 30**2 + 20**2) / 3 - 20**2)  # population std over the habit rows
+    assert f.amount_customer_habit_zscore == pytest.approx(80 / std)
+    assert f.amount_to_customer_habit_max == pytest.approx(100 / 30)
+    # recent activity: earlier rows only (not the transaction itself) against the habit mean
+    assert f.customer_max_amount_1d_to_habit_mean == pytest.approx(3.0)
+    assert f.customer_mean_amount_1d_to_habit_mean == pytest.approx(3.0)
+    assert f.customer_max_amount_7d_to_habit_mean == pytest.approx(3.0)
+    assert f.customer_mean_amount_7d_to_habit_mean == pytest.approx(55 / 20)
+
+
+def test_habit_fallbacks_are_finite_and_documented():
+    history = frame([
+        ("new", T0, "NEW", "T", 40.0, 0),                                  # no history at all
+        ("s1", T0 - timedelta(days=10), "SAME", "T", 20.0, 0),
+        ("s2", T0 - timedelta(days=9), "SAME", "T", 20.0, 0),
+        ("s3", T0, "SAME", "T", 30.0, 0),                                  # habit without spread
+        ("o1", T0 - timedelta(days=10), "ONE", "T", 20.0, 0),
+        ("o2", T0, "ONE", "T", 30.0, 0),                                   # a single habit row
+        ("y1", T0 - timedelta(days=2), "YOUNG", "T", 20.0, 0),
+        ("y2", T0, "YOUNG", "T", 30.0, 0),                                 # recent rows, no habit
+    ])
+    f = compute_features(history, GROUPS)
+    assert np.isfinite(f.to_numpy()).all()
+    new = f.loc[0]
+    assert (new.customer_habit_nb_tx, new.customer_habit_mean_amount) == (0, 0)
+    assert (new.amount_to_customer_habit_mean, new.amount_customer_habit_zscore, new.amount_to_customer_habit_max) == (
+        1, 0, 1)
+    assert (new.customer_max_amount_7d_to_habit_mean, new.customer_mean_amount_7d_to_habit_mean) == (0, 0)
+    # no spread: divide by 10 % of the habit mean
+    assert f.loc[3, "amount_customer_habit_zscore"] == pytest.approx((30 - 20) / 2.0)
+    assert f.loc[5, "amount_customer_habit_zscore"] == 0 and f.loc[5, "amount_to_customer_habit_mean"] == 1.5
+    assert (f.loc[7, "customer_max_amount_7d_to_habit_mean"],
+            f.loc[7, "customer_mean_amount_7d_to_habit_mean"]) == (1, 1)
+    assert f.loc[7, "customer_max_amount_1d_to_habit_mean"] == 0  # no earlier row in the last day
+
+
+def test_terminal_recency_within_the_delayed_window():
+    """Delay 7, longest window 30: the fraud days known on day B are B-37 .. B-8."""
+    day = T0.replace(hour=0, minute=0)
+    history = frame([
+        ("f_old", day - timedelta(days=40), "C1", "T", 1.0, 1),     # before the window
+        ("f1", day - timedelta(days=20), "C1", "T", 1.0, 1),
+        ("g1", day - timedelta(days=15), "C1", "T", 1.0, 0),
+        ("f2", day - timedelta(days=9), "C1", "T", 1.0, 1),
+        ("g2", day - timedelta(days=8), "C1", "T", 1.0, 0),
+        ("f_late", day - timedelta(days=3), "C1", "T", 1.0, 1),     # label not known yet
+        ("now", T0, "C2", "T", 1.0, 0),
+        ("clean", T0, "C2", "CLEAN", 1.0, 0),
+    ])
+    f = compute_features(history, GROUPS)
+    assert (f.loc[6, "terminal_days_since_last_fraud"], f.loc[6, "terminal_days_since_first_fraud"],
+            f.loc[6, "terminal_fraud_run_days"]) == (9, 20, 12)
+    # none known: one day past the window, run 0
+    assert (f.loc[7, "terminal_days_since_last_fraud"], f.loc[7, "terminal_days_since_first_fraud"],
+            f.loc[7, "terminal_fraud_run_days"]) == (38, 38, 0)
+
+
+def test_only_recency_needs_the_day():
+    arrays = {key: np.array([value]) for key, value in empty_aggregates(GROUPS).items()}
+    with pytest.raises(ValueError, match="day"):
+        finalize(arrays, np.array([1.0]), np.array([0]), np.array([12]), GROUPS)
+    assert finalize(arrays, np.array([1.0]), np.array([0]), np.array([12]), GROUPS,
+                    day=np.array([epoch_day(epoch_hour(T0))]))["terminal_days_since_last_fraud"][0] == 38
+    # the run of fraud does not: the default spec is computed from aggregates alone
+    assert not DEFAULT_SPEC.terminal_recency and DEFAULT_SPEC.terminal_fraud_run
+    arrays = {key: np.array([value]) for key, value in empty_aggregates(DEFAULT_SPEC).items()}
+    finalized = finalize(arrays, np.array([1.0]), np.array([0]), np.array([12]), DEFAULT_SPEC)
+    assert finalized["terminal_fraud_run_days"][0] == 0
+
+
+def test_run_and_recency_share_their_aggregates():
+    run, both = FeatureSpec(terminal_fraud_run=True), FeatureSpec(terminal_fraud_run=True, terminal_recency=True)
+    assert run.aggregates() == both.aggregates() == FeatureSpec(terminal_recency=True).aggregates()
+    assert run.names[-1] == "terminal_fraud_run_days" and "terminal_days_since_last_fraud" not in run.names
+
+
+def test_online_features_equal_offline_ones_for_every_group():
+    """features_for_one (serving) on a row's aggregates gives compute_features' row."""
+    rng = np.random.default_rng(3)
+    n = 300
+    history = pd.DataFrame({
+        "transaction_id": [f"t{i:04d}" for i in range(n)],
+        "timestamp": pd.Timestamp("2026-03-01", tz="UTC") + pd.to_timedelta(np.sort(rng.integers(0, 50 * 24 * 60, n)),
+                                                                           unit="min"),
+        "customer_id": rng.choice(["C1", "C2", "C3"], n),
+        "terminal_id": rng.choice(["T1", "T2"], n),
+        "amount": np.round(rng.gamma(2, 30, n), 2),
+        "label": rng.choice([0.0, 1.0], n, p=[0.8, 0.2]),
+    })
+    spec = FeatureSpec(terminal_windows=(1, 3, 14), customer_ratios=True, customer_habit_days=(20, 5),
+                       customer_recent_vs_habit=True, terminal_fraud_run=True, terminal_recency=True)
+    offline = compute_features(history, spec)
+    aggregates = compute_aggregates(history, spec)
+    for i in (n - 1, n // 2, 40):
+        one = features_for_one({k: v[i] for k, v in aggregates.items()}, history.amount[i],
+                               history.timestamp[i].to_pydatetime(), spec)
+        np.testing.assert_allclose(list(one.values()), offline.loc[i].to_numpy(), rtol=1e-12)
+    assert (offline["terminal_fraud_run_days"] > 0).any() and (offline["customer_habit_nb_tx"] > 0).any()
+
+
+def test_default_spec_is_finite_on_an_empty_history():
+    f = features_for_one(empty_aggregates(DEFAULT_SPEC), 50.0, T0, DEFAULT_SPEC)
+    assert all(np.isfinite(value) for value in f.values())
+
+
 # --- the fast path against a slow, obviously-right one -----------------------------------
 
 ALL_MEASURES = [
     aggregate(CUSTOMER, "count", 24, 0), aggregate(CUSTOMER, "sum", 24 * 7, 0),
     aggregate(CUSTOMER, "sumsq", 24 * 30, 0), aggregate(CUSTOMER, "max", 24 * 30, 0),
     aggregate(CUSTOMER, "max", 24 * 30, 24 * 7 + 1), aggregate(CUSTOMER, "sum", 24 * 30, 24 * 7 + 1),
+    # the habit window's count and spread, and the recent windows' largest amounts
+    aggregate(CUSTOMER, "count", 24 * 30, 24 * 7 + 1), aggregate(CUSTOMER, "sumsq", 24 * 30, 24 * 7 + 1),
+    aggregate(CUSTOMER, "max", 24, 0), aggregate(CUSTOMER, "max", 24 * 7, 0), aggregate(CUSTOMER, "count", 24 * 3, 0),
+    aggregate(TERMINAL, "last_fraud_day", 10, 8), aggregate(TERMINAL, "first_fraud_day", 14, 1),
     aggregate(TERMINAL, "count", 14, 8), aggregate(TERMINAL, "frauds", 37, 8),
     aggregate(TERMINAL, "last_fraud_day", 37, 8), aggregate(TERMINAL, "first_fraud_day", 37, 8),
 ]
