@@ -207,6 +207,9 @@ class BacktestConfig:
     test_days: int = 7
     step_days: int = 7
     top_k: int = DEFAULT_TOP_K
+    # Train as production does at TRAINING_MAX_ROWS: the guard partition left out, genuine rows
+    # (and frauds past half the cap) sampled by the hash of their id. None: every labeled row.
+    max_train_rows: int | None = None
 
     def windows(self) -> list[FoldWindows]:
         return fold_windows(self.train_start, self.folds, self.train_days, self.delay_days,
@@ -240,12 +243,17 @@ def check_coverage(days: np.ndarray, config: BacktestConfig, warmup_days: int) -
 
 
 def run_fold(windows: FoldWindows, X: np.ndarray, days: np.ndarray, customers: np.ndarray,
-             labels: np.ndarray, params: TrainingParams, config: BacktestConfig) -> dict[str, Any]:
-    """Train and score one fold. ``X`` holds the chosen features of every row of the history."""
+             labels: np.ndarray, params: TrainingParams, config: BacktestConfig,
+             keys: np.ndarray | None = None) -> dict[str, Any]:
+    """Train and score one fold. ``X`` holds the chosen features of every row of the history;
+    ``keys`` their sample keys (needed with ``config.max_train_rows``)."""
     labeled = ~np.isnan(labels)
     train_start, train_end = day_number(windows.train_start), day_number(windows.train_end)
     test_start, test_end = day_number(windows.test_start), day_number(windows.test_end)
     train = labeled & (days >= train_start) & (days < train_end)
+    if config.max_train_rows is not None:
+        assert keys is not None, "a capped backtest needs the rows' sample keys"
+        train = capped_training(train, labels, keys, config.max_train_rows)
     # Every fraud the rule can use lies in [train_start, test_end): look at those rows only.
     window = np.flatnonzero((days >= train_start) & (days < test_end))
     blocked = known_compromised(days[window], customers[window], labels[window], train_start, config.delay_days)
@@ -277,6 +285,16 @@ def run_fold(windows: FoldWindows, X: np.ndarray, days: np.ndarray, customers: n
     }
 
 
+def capped_training(train: np.ndarray, labels: np.ndarray, keys: np.ndarray, max_rows: int) -> np.ndarray:
+    """The rows of ``train`` production would train on under ``TRAINING_MAX_ROWS=max_rows``."""
+    from .storage.training_data import GUARD_START, capped_rates, sampled
+
+    population = train & (keys < GUARD_START)
+    frauds = int((labels[population] == 1).sum())
+    fraud_rate, genuine_rate = capped_rates(frauds, int(population.sum()) - frauds, max_rows)
+    return population & sampled(keys, labels == 1, fraud_rate, genuine_rate)
+
+
 def run_backtest(history: pd.DataFrame, features: pd.DataFrame, feature_names: Sequence[str],
                  params: TrainingParams, config: BacktestConfig, on_fold=None) -> list[dict[str, Any]]:
     """Every fold's result; ``features`` is :func:`compute_features` of ``history`` (same index).
@@ -288,9 +306,13 @@ def run_backtest(history: pd.DataFrame, features: pd.DataFrame, feature_names: S
     # Integer codes: the per-fold rules group by customer many times.
     customers = pd.factorize(history["customer_id"].astype(str))[0]
     labels = pd.to_numeric(history["label"], errors="coerce").to_numpy(np.float64)
+    keys = None
+    if config.max_train_rows is not None:
+        from .storage.schema import sample_key
+        keys = np.fromiter((sample_key(str(t)) for t in history["transaction_id"]), np.int64, len(history))
     results = []
     for windows in config.windows():
-        result = run_fold(windows, X, days, customers, labels, params, config)
+        result = run_fold(windows, X, days, customers, labels, params, config, keys)
         results.append(result)
         if on_fold is not None:
             on_fold(result)

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step-days", type=_positive_int, default=7,
                         help="fold k starts k*step days before --train-start (default 7)")
     parser.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K, help="k of card precision@k")
+    parser.add_argument("--max-train-rows", type=_positive_int, default=None,
+                        help="train as a retrain capped at TRAINING_MAX_ROWS does: the guard partition left "
+                             "out, genuine rows sampled by the hash of their id (default: every labeled row)")
     parser.add_argument("--features", default="full",
                         help=f"{'|'.join(FEATURE_SETS)} or a comma-separated list of feature names")
     parser.add_argument("--spec", type=_spec_overrides, default={}, metavar="JSON",
@@ -115,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     config = BacktestConfig(train_start=args.train_start, folds=args.folds, train_days=args.train_days,
                             delay_days=args.delay_days, test_days=args.test_days, step_days=args.step_days,
-                            top_k=args.top_k)
+                            top_k=args.top_k, max_train_rows=args.max_train_rows)
     params = params_from_args(args)
     try:
         # The terminal features must not use labels the assumed delay has not delivered yet.
@@ -175,6 +178,7 @@ def main(args: argparse.Namespace) -> int:
             "test_days": config.test_days,
             "folds": config.folds,
             "step_days": config.step_days,
+            "max_train_rows": config.max_train_rows,
             "top_k": config.top_k,
             "feature_set": args.features,
             "features": feature_names,

@@ -72,12 +72,7 @@ class SamplePlan:
 
     @classmethod
     def capped(cls, population: Population, max_rows: int) -> SamplePlan:
-        if population.rows <= max_rows:
-            return cls(population, 1.0, 1.0)
-        fraud_rate = 1.0 if population.frauds <= max_rows // 2 else (max_rows // 2) / population.frauds
-        kept_frauds = population.frauds * fraud_rate
-        genuine_rate = min(1.0, (max_rows - kept_frauds) / max(population.genuine, 1))
-        return cls(population, fraud_rate, genuine_rate)
+        return cls(population, *capped_rates(population.frauds, population.genuine, max_rows))
 
     def weight(self, is_fraud: np.ndarray) -> np.ndarray:
         return np.where(np.asarray(is_fraud) == 1, 1.0 / self.fraud_rate, 1.0 / self.genuine_rate)
@@ -89,6 +84,24 @@ class SamplePlan:
     def to_dict(self) -> dict[str, Any]:
         return {"population": self.population.to_dict(), "fraud_rate": self.fraud_rate,
                 "genuine_rate": self.genuine_rate, "expected_rows": self.expected_rows}
+
+
+def capped_rates(frauds: int, genuine: int, max_rows: int) -> tuple[float, float]:
+    """(fraud rate, genuine rate) that keep at most ``max_rows``: every fraud unless frauds
+    alone pass half the cap, genuine rows filling the rest."""
+    if frauds + genuine <= max_rows:
+        return 1.0, 1.0
+    fraud_rate = 1.0 if frauds <= max_rows // 2 else (max_rows // 2) / frauds
+    genuine_rate = min(1.0, (max_rows - frauds * fraud_rate) / max(genuine, 1))
+    return fraud_rate, genuine_rate
+
+
+def sampled(keys: np.ndarray, is_fraud: np.ndarray, fraud_rate: float, genuine_rate: float) -> np.ndarray:
+    """Which rows of the training partition (by their ``sample_key``) a plan with these rates
+    keeps — the same key ranges the SQL sample reads."""
+    low, high_fraud = _key_range(TRAIN, fraud_rate)
+    high_genuine = _key_range(TRAIN, genuine_rate)[1]
+    return (keys >= low) & (keys < np.where(np.asarray(is_fraud) == 1, high_fraud, high_genuine))
 
 
 def _key_range(partition: str, rate: float) -> tuple[int, int]:

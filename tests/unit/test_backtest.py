@@ -16,6 +16,7 @@ from shared.backtest import (
     HANDBOOK_FEATURES,
     BacktestConfig,
     BacktestDataError,
+    capped_training,
     card_precision_at_k,
     check_coverage,
     day_number,
@@ -259,3 +260,35 @@ def test_folds_outside_the_history_exit_with_2(small_csv, capsys):
     args = parse("--data", str(small_csv), "--train-start", "2026-02-25")
     assert main(args) == 2
     assert "history covers" in capsys.readouterr().err
+
+
+def test_a_capped_backtest_trains_on_the_rows_a_capped_retrain_would():
+    from shared.storage.training_data import GUARD_START
+
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 1 << 31, 50_000)
+    labels = (rng.random(50_000) < 0.01).astype(np.float64)
+    train = rng.random(50_000) < 0.8
+    kept = capped_training(train, labels, keys, 10_000)
+    assert not (kept & ~train).any() and not (kept & (keys >= GUARD_START)).any()  # guard rows never train
+    population = train & (keys < GUARD_START)
+    assert (kept & (labels == 1)).sum() == (population & (labels == 1)).sum()  # every fraud
+    assert 9_800 <= kept.sum() <= 10_000
+    # genuine rows by key: the kept ones are exactly those below a cut
+    genuine = population & (labels == 0)
+    assert keys[kept & genuine].max() < keys[genuine & ~kept].min()
+    assert (capped_training(train, labels, keys, 10_000) == kept).all()  # deterministic
+    assert (capped_training(train, labels, keys, 10**9) == population).all()  # a cap that does not bind
+
+
+def test_end_to_end_with_a_training_cap(small_csv, capsys):
+    base = ("--data", str(small_csv), "--train-start", "2026-02-05", "--n-estimators", "5", "--n-jobs", "1")
+    assert main(parse(*base)) == 0
+    everything = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["folds"][0]
+    assert main(parse(*base, "--max-train-rows", "2000")) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    capped = summary["folds"][0]
+    assert summary["config"]["max_train_rows"] == 2000
+    assert everything["train_rows"] > 2000 >= capped["train_rows"] > 1900
+    assert everything["train_frauds"] >= capped["train_frauds"] >= 0.9 * everything["train_frauds"]
+    assert capped["test_rows"] == everything["test_rows"]  # the test is never sampled
