@@ -157,7 +157,48 @@ def section_predict(env: Environment, rows: list[Row], sizes: Sizes) -> Any:
     rows.append(Row("predict in-process", "answers 'review'/'decline' (+ reason codes)", acted,
                     note=f"+{fmt_us(extra)} median over approve; budget +1 ms "
                          f"({'met' if extra <= 1000 else 'missed'})", figures={"extra_median_us": extra}))
+    feature_cost(env, app, rows, sizes, customers, rng)
     return app
+
+
+def feature_cost(env: Environment, app: Any, rows: list[Row], sizes: Sizes,
+                 customers: list[tuple[str, str, float]], rng: random.Random) -> None:
+    """Predict with the default features vs the previous 16 (a model trained with FeatureSpec()'s
+    defaults), on the same database and customers, in alternating blocks so drift hits both."""
+    import predict_function
+    from harness.app import ModelFactory, http_request
+    from shared.features import DEFAULT_SPEC, FeatureSpec
+    from shared.training import TrainingParams
+
+    factory = env.factory()
+    old = ModelFactory(rows=factory.history.shape[0], seed=3, days=90, params=TrainingParams(smote_ratio=0.05),
+                       spec=FeatureSpec())
+    versions = {"default": app.version, "v1": old.publish(app.wiring.store, promote=False)}
+    seconds: dict[str, list[float]] = {"default": [], "v1": []}
+    per_block = max(50, sizes.predict_repeats // 4)
+    for block, kind in enumerate(["default", "v1", "default", "v1"]):
+        app.wiring.store.promote(versions[kind], reason="bench: feature cost")
+        app.activate()  # a fresh wiring loads the model just promoted
+        predict_function.main(http_request(payload(f"warm-{app.suffix}-{block}", *customers[0], rng)))
+        for n in range(per_block):
+            customer, terminal, amount = customers[(block * per_block + n) % len(customers)]
+            body = payload(f"f-{app.suffix}-{block}-{n}", customer, terminal, amount * rng.uniform(0.5, 1.5), rng)
+            started = time.perf_counter()
+            response = predict_function.main(http_request(body))
+            seconds[kind].append(time.perf_counter() - started)
+            assert response.status_code == 200, response.get_body()
+    app.drain()
+    app.wiring.store.promote(versions["default"], reason="bench: back to the default model")
+    app.activate()
+    stats = {kind: summary(values) for kind, values in seconds.items()}
+    extra = stats["default"]["median_us"] - stats["v1"]["median_us"]
+    rows.append(Row("predict in-process", f"ordinary terminal, model with the previous {len(FeatureSpec().names)} "
+                    f"features (baseline)", stats["v1"]))
+    rows.append(Row("predict in-process", f"ordinary terminal, model with the default {len(DEFAULT_SPEC.names)} "
+                    f"features (alternating blocks)", stats["default"],
+                    note=f"{'+' if extra >= 0 else '−'}{fmt_us(abs(extra))} median over the previous features; "
+                         f"budget +0.5 ms ({'met' if extra <= 500 else 'missed'})",
+                    figures={"feature_extra_median_us": extra}))
 
 
 def section_hot_load(env: Environment, rows: list[Row], sizes: Sizes, app: Any) -> None:

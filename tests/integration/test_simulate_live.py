@@ -49,6 +49,7 @@ def clock(monkeypatch):
 
 
 def run(capsys, *args: str) -> dict:
+    capsys.readouterr()  # what the test printed before is not the command's answer
     assert cli(list(args)) == 0
     return json.loads(capsys.readouterr().out)
 
