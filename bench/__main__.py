@@ -13,6 +13,8 @@ Sections (``--sections NAME,…``; default all, in this order):
                 rows/s, training rows, population; and how fast the histories were loaded
   retrain-load  predict p99 on PostgreSQL while a retrain runs on the same database vs without
   cold-start    fresh process → imports → model download → first scored response
+  console       the console's monitoring queries and drift on 1M stored transactions (SQLite and
+                PostgreSQL): EXPLAIN plan and timings of each (bench/console_bench.py)
 
 Medians and nearest-rank p99 over many repetitions (harness.stats); every baseline is
 measured in the same run, so ratios hold on a noisy machine. ``--quick`` shrinks every size
@@ -54,7 +56,7 @@ from bench.harness import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("inference", "predict", "hot-load", "end-to-end", "retrain", "retrain-load", "cold-start")
+SECTIONS = ("inference", "predict", "hot-load", "end-to-end", "retrain", "retrain-load", "cold-start", "console")
 ALIASES = {"1": "inference", "2": "predict", "3": "end-to-end", "4": "retrain", "5": "cold-start"}
 
 
@@ -73,6 +75,7 @@ class Sizes:
         self.import_rows = 10_000 if quick else 50_000
         self.retrain_load_baseline = 5.0 if quick else 30.0
         self.cold_repeats = 3 if quick else 7
+        self.console_rows = 50_000 if quick else 1_000_000
 
 
 # --- sections --------------------------------------------------------------------------------------
@@ -436,6 +439,11 @@ def main(argv: list[str] | None = None) -> int:
             rates = timed("import-rate", lambda: import_rates(env, sizes))
         if "retrain-load" in chosen:
             timed("retrain-load", lambda: section_retrain_load(env, rows, sizes))
+        if "console" in chosen:
+            from bench import console_bench
+
+            timed("console", lambda: console_bench.main(["--rows", str(sizes.console_rows), "--repeats", "5",
+                                                         "--workdir", str(env.workdir / "console")]))
         loads = env.loads
 
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())

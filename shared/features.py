@@ -31,6 +31,7 @@ pandas and SQL. Hours, days and weekdays are UTC.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -135,6 +136,10 @@ class FeatureSpec:
 
     @property
     def names(self) -> list[str]:
+        return list(self._names)
+
+    @functools.cached_property  # the spec is frozen; predict asks for its names on every request
+    def _names(self) -> tuple[str, ...]:
         names = ["amount", "is_weekend", "is_night"]
         for n in self.customer_windows:
             names += [f"customer_nb_tx_{n}d", f"customer_mean_amount_{n}d"]
@@ -154,11 +159,15 @@ class FeatureSpec:
             names += ["terminal_days_since_last_fraud", "terminal_days_since_first_fraud"]
         if self.terminal_fraud_run:
             names += ["terminal_fraud_run_days"]
-        return names
+        return tuple(names)
 
     def aggregates(self) -> list[Aggregate]:
         """The window aggregates :func:`finalize` needs, in a stable order (the terminal
         windows' counts and frauds last)."""
+        return list(self._aggregates)
+
+    @functools.cached_property
+    def _aggregates(self) -> tuple[Aggregate, ...]:
         result: list[Aggregate] = []
         for n in self.customer_windows:
             result += [customer_aggregate("count", n), customer_aggregate("sum", n)]
@@ -173,7 +182,7 @@ class FeatureSpec:
         for n in self.terminal_windows:
             result += [terminal_aggregate("count", n, self.delay_days),
                        terminal_aggregate("frauds", n, self.delay_days)]
-        return result
+        return tuple(result)
 
     @property
     def history_days(self) -> int:
@@ -215,6 +224,7 @@ FEATURE_NAMES = DEFAULT_SPEC.names
 BASELINE_FEATURES = ["amount", "is_weekend", "is_night"]
 
 
+@functools.lru_cache(maxsize=1024)  # immutable; predict asks for the same few dozen per request
 def aggregate(entity: str, measure: str, start: int, end: int) -> Aggregate:
     """The aggregate of ``measure`` over buckets [b - start, b - end]; its name says exactly
     that, so two specs asking for the same thing share one value."""
@@ -335,7 +345,9 @@ def finalize(aggregates: Mapping[str, np.ndarray], amount: np.ndarray, dayofweek
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray, otherwise: float) -> np.ndarray:
     """numerator / denominator where the denominator is positive, else ``otherwise``."""
-    numerator, denominator = np.broadcast_arrays(np.asarray(numerator, np.float64), np.asarray(denominator, np.float64))
+    numerator, denominator = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
+    if numerator.shape != denominator.shape:
+        numerator, denominator = np.broadcast_arrays(numerator, denominator)
     return np.divide(numerator, denominator, out=np.full(numerator.shape, otherwise), where=denominator > 0)
 
 

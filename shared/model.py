@@ -7,6 +7,7 @@ HMAC-SHA256 signature made with that key must match too.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import io
@@ -139,7 +140,7 @@ class LoadedModel:
     def features(self) -> list[str]:
         return list(self.metadata["features"])
 
-    @property
+    @functools.cached_property  # the metadata of a loaded version never changes
     def spec(self) -> FeatureSpec:
         """The feature definitions this model was trained with (serving computes exactly these)."""
         return spec_of(self.metadata)
