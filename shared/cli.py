@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import re
 import secrets
 import sys
@@ -131,6 +132,15 @@ def cmd_init(wiring: Wiring, args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_key(args: argparse.Namespace) -> str | None:
+    # FUNCTION_KEY: the one key of releases before predict and labels had separate keys.
+    return args.key or os.environ.get("PREDICT_KEY") or os.environ.get("FUNCTION_KEY")
+
+
+def _labels_key(args: argparse.Namespace) -> str | None:
+    return args.labels_key or os.environ.get("LABELS_KEY") or _predict_key(args)
+
+
 def cmd_simulate(wiring: Wiring, args: argparse.Namespace) -> int:
     if args.out:
         return _simulate_csv(args)
@@ -204,13 +214,14 @@ def _simulate_live(wiring: Wiring, args: argparse.Namespace) -> int:
             from .client import post_labels, post_transactions
 
             waiter = StoredWaiter(wiring)
-            answers = post_transactions(args.url, live, key=args.key, before_send=waiter, on_sent=bar.update)
+            answers = post_transactions(args.url, live, key=_predict_key(args), before_send=waiter,
+                                        on_sent=bar.update)
         else:
             answers = score_and_store(wiring, live, on_sent=bar.update)
     if args.url:
         labels = post_labels(args.url, [{"transaction_id": row.transaction_id, "is_fraud": bool(row.label)}
                                         for row, answer in zip(live.itertuples(index=False), answers) if answer],
-                             key=args.key, source="simulator")
+                             key=_labels_key(args), source="simulator")
     else:
         labels = record_simulated_labels(wiring, live, answers)
     assert batch.record is not None
@@ -510,7 +521,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                                "with --out: all of --days)")
     simulate.add_argument("--seed", type=int, help="with --out: makes the generator deterministic")
     simulate.add_argument("--url", help="POST them to this service base URL (e.g. http://localhost:7071)")
-    simulate.add_argument("--key", help="function key for --url (or set FUNCTION_KEY)")
+    simulate.add_argument("--key", help="predict_function's key for --url (or set PREDICT_KEY)")
+    simulate.add_argument("--labels-key", help="label_function's key for --url (or set LABELS_KEY; "
+                                               "default: the predict key, enough locally without keys)")
     simulate.add_argument("--days", type=int, help="with --out: days of history")
     simulate.add_argument("--start", help="with --out: first day, YYYY-MM-DD")
     simulate.add_argument("--out", help="write a CSV history instead")

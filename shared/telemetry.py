@@ -118,9 +118,3 @@ def telemetry_for(connection_string: str, configure: Any = None) -> Telemetry:
                 log.error("telemetry: Application Insights not configured (%s); nothing is sent", type(exc).__name__)
                 _configured = Telemetry()
         return _configured
-
-
-def reset_for_tests() -> None:
-    global _configured
-    with _configure_lock:
-        _configured = None

@@ -17,10 +17,9 @@ TX = {"customer_id": "C1", "terminal_id": "T1", "amount": 12.5}
 
 
 @pytest.fixture(autouse=True)
-def fresh():
-    telemetry.reset_for_tests()
-    yield
-    telemetry.reset_for_tests()
+def fresh(monkeypatch):
+    """Each test configures telemetry as a fresh process would (the module keeps one per process)."""
+    monkeypatch.setattr(telemetry, "_configured", None)
 
 
 def test_without_a_connection_string_nothing_is_imported_and_predict_works():
