@@ -32,6 +32,7 @@ pandas and SQL. Hours, days and weekdays are UTC.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -251,10 +252,10 @@ def union(*specs: FeatureSpec) -> list[Aggregate]:
     return list({a.name: a for spec in specs for a in spec.aggregates()}.values())
 
 
-def finalize(aggregates: Mapping[str, np.ndarray], amount: np.ndarray, dayofweek: np.ndarray,
-             hour: np.ndarray, spec: FeatureSpec = DEFAULT_SPEC, day: np.ndarray | None = None
-             ) -> dict[str, np.ndarray]:
-    """Turn window aggregates into features; the single definition every path shares.
+def finalize(aggregates: Mapping[str, Any], amount: Any, dayofweek: Any, hour: Any,
+             spec: FeatureSpec = DEFAULT_SPEC, day: Any = None) -> dict[str, Any]:
+    """Turn window aggregates into features; the single definition every path shares: arrays
+    (one value per transaction) or, for one transaction, Python numbers (floats come back).
 
     ``hour`` is the UTC hour of the day; ``day`` the transaction's UTC day bucket (days since
     1970-01-01, :func:`epoch_day`), needed only by ``terminal_recency`` (not in DEFAULT_SPEC). Customer aggregates
@@ -278,14 +279,18 @@ def finalize(aggregates: Mapping[str, np.ndarray], amount: np.ndarray, dayofweek
       and ``terminal_days_since_first_fraud`` = B − newest / oldest (delay + n + 1, one past
       the window, when none; ``terminal_recency``, needs ``day``).
     """
-    amount = np.asarray(amount, dtype=np.float64)
-    features: dict[str, np.ndarray] = {
+    # One row (predict) runs the same expressions on Python floats: numpy's per-call overhead
+    # on one-element arrays would cost predict more than the query.
+    one = np.ndim(amount) == 0
+    amount = float(amount) if one else np.asarray(amount, dtype=np.float64)
+    features: dict[str, Any] = {
         "amount": amount,
-        "is_weekend": (np.asarray(dayofweek) >= 5).astype(np.float64),  # Monday = 0
-        "is_night": (np.asarray(hour) <= NIGHT_LAST_HOUR).astype(np.float64),
+        "is_weekend": _flag(dayofweek >= 5 if one else np.asarray(dayofweek) >= 5),  # Monday = 0
+        "is_night": _flag(hour <= NIGHT_LAST_HOUR if one else np.asarray(hour) <= NIGHT_LAST_HOUR),
     }
-    def value(a: Aggregate) -> np.ndarray:
-        return np.asarray(aggregates[a.name], dtype=np.float64)
+
+    def value(a: Aggregate) -> Any:
+        return float(aggregates[a.name]) if one else np.asarray(aggregates[a.name], dtype=np.float64)
 
     for n in spec.customer_windows:
         count = value(customer_aggregate("count", n)) + 1.0
@@ -300,55 +305,78 @@ def finalize(aggregates: Mapping[str, np.ndarray], amount: np.ndarray, dayofweek
         long, recent = spec.customer_habit_days
         count, total, squares, largest = (value(habit_aggregate(m, long, recent)) for m in CUSTOMER_MEASURES)
         some = count > 0
-        mean = np.divide(total, count, out=np.zeros_like(total), where=some)
-        variance = np.divide(squares, count, out=np.zeros_like(total), where=some) - mean * mean
-        spread = np.maximum(np.sqrt(np.maximum(variance, 0.0)), np.maximum(HABIT_SPREAD_FLOOR * mean, 0.01))
+        mean = _ratio(total, count, 0.0)
+        variance = _ratio(squares, count, 0.0) - mean * mean
+        spread = _maximum(_sqrt(_maximum(variance, 0.0)), _maximum(HABIT_SPREAD_FLOOR * mean, 0.01))
         features["customer_habit_nb_tx"] = count
         features["customer_habit_mean_amount"] = mean
         features["amount_to_customer_habit_mean"] = _ratio(amount, mean, 1.0)
-        features["amount_customer_habit_zscore"] = np.where(count >= 2, (amount - mean) / spread, 0.0)
-        features["amount_to_customer_habit_max"] = _ratio(amount, np.where(some, largest, 0.0), 1.0)
+        features["amount_customer_habit_zscore"] = _where(count >= 2, (amount - mean) / spread, 0.0)
+        features["amount_to_customer_habit_max"] = _ratio(amount, _where(some, largest, 0.0), 1.0)
         if spec.customer_recent_vs_habit:
             for n in spec.recent_windows:
                 earlier = value(customer_aggregate("count", n))
-                recent_max = np.where(earlier > 0, value(customer_aggregate("max", n)), 0.0)
-                recent_mean = np.divide(value(customer_aggregate("sum", n)), earlier, out=np.zeros_like(earlier),
-                                        where=earlier > 0)
-                features[f"customer_max_amount_{n}d_to_habit_mean"] = np.where(
-                    earlier > 0, _ratio(recent_max, mean, 1.0), 0.0)
-                features[f"customer_mean_amount_{n}d_to_habit_mean"] = np.where(
-                    earlier > 0, _ratio(recent_mean, mean, 1.0), 0.0)
+                seen = earlier > 0
+                recent_max = _where(seen, value(customer_aggregate("max", n)), 0.0)
+                recent_mean = _ratio(value(customer_aggregate("sum", n)), earlier, 0.0)
+                features[f"customer_max_amount_{n}d_to_habit_mean"] = _where(seen, _ratio(recent_max, mean, 1.0), 0.0)
+                features[f"customer_mean_amount_{n}d_to_habit_mean"] = _where(seen, _ratio(recent_mean, mean, 1.0), 0.0)
 
     for n in spec.terminal_windows:
         count = value(terminal_aggregate("count", n, spec.delay_days))
         frauds = value(terminal_aggregate("frauds", n, spec.delay_days))
         features[f"terminal_nb_tx_{n}d"] = count
-        features[f"terminal_risk_{n}d"] = np.divide(frauds, count, out=np.zeros_like(count), where=count > 0)
+        features[f"terminal_risk_{n}d"] = _ratio(frauds, count, 0.0)
 
     if spec.terminal_recency or spec.terminal_fraud_run:
         window = max(spec.terminal_windows)
         newest = value(terminal_aggregate("last_fraud_day", window, spec.delay_days))
         oldest = value(terminal_aggregate("first_fraud_day", window, spec.delay_days))
-        known = ~np.isnan(newest) & ~np.isnan(oldest)
-        newest, oldest = np.where(known, newest, 0.0), np.where(known, oldest, 0.0)
+        known = (not (math.isnan(newest) or math.isnan(oldest))) if one else ~np.isnan(newest) & ~np.isnan(oldest)
+        newest, oldest = _where(known, newest, 0.0), _where(known, oldest, 0.0)
         if spec.terminal_recency:
             if day is None:
                 raise ValueError("terminal_recency needs the transactions' day buckets (finalize(..., day=...))")
-            day = np.asarray(day, dtype=np.float64)
+            day = float(day) if one else np.asarray(day, dtype=np.float64)
             none = float(spec.delay_days + window + 1)
-            features["terminal_days_since_last_fraud"] = np.where(known, day - newest, none)
-            features["terminal_days_since_first_fraud"] = np.where(known, day - oldest, none)
+            features["terminal_days_since_last_fraud"] = _where(known, day - newest, none)
+            features["terminal_days_since_first_fraud"] = _where(known, day - oldest, none)
         if spec.terminal_fraud_run:
-            features["terminal_fraud_run_days"] = np.where(known, newest - oldest + 1.0, 0.0)
+            features["terminal_fraud_run_days"] = _where(known, newest - oldest + 1.0, 0.0)
     return features
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray, otherwise: float) -> np.ndarray:
+# Element-wise helpers of finalize, for arrays and for one row's Python floats alike.
+
+
+def _ratio(numerator: Any, denominator: Any, otherwise: float) -> Any:
     """numerator / denominator where the denominator is positive, else ``otherwise``."""
+    if isinstance(denominator, float):
+        return numerator / denominator if denominator > 0 else otherwise
     numerator, denominator = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
     if numerator.shape != denominator.shape:
         numerator, denominator = np.broadcast_arrays(numerator, denominator)
     return np.divide(numerator, denominator, out=np.full(numerator.shape, otherwise), where=denominator > 0)
+
+
+def _where(condition: Any, chosen: Any, otherwise: Any) -> Any:
+    if isinstance(condition, bool):
+        return chosen if condition else otherwise
+    return np.where(condition, chosen, otherwise)
+
+
+def _maximum(a: Any, b: Any) -> Any:
+    if isinstance(a, float) and isinstance(b, float):
+        return a if a >= b else b  # finite here, so no NaN rule is needed
+    return np.maximum(a, b)
+
+
+def _sqrt(a: Any) -> Any:
+    return math.sqrt(a) if isinstance(a, float) else np.sqrt(a)
+
+
+def _flag(condition: Any) -> Any:
+    return float(condition) if isinstance(condition, bool) else condition.astype(np.float64)
 
 
 # --- bucket keys ------------------------------------------------------------------------
@@ -579,11 +607,10 @@ def _current_hour_before(history: pd.DataFrame, customer: np.ndarray, hour: np.n
 def features_for_one(aggregates: Mapping[str, float], amount: float, timestamp: datetime,
                      spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, float]:
     """Features of one transaction from its window aggregates (see :func:`finalize`)."""
-    arrays = {key: np.array([value], dtype=np.float64) for key, value in aggregates.items()}
     timestamp = timestamp.astimezone(timezone.utc) if timestamp.tzinfo else timestamp
-    features = finalize(arrays, np.array([amount]), np.array([timestamp.weekday()]), np.array([timestamp.hour]), spec,
-                        day=np.array([epoch_day(epoch_hour(timestamp))]))
-    return {name: float(features[name][0]) for name in spec.names}
+    features = finalize(aggregates, float(amount), timestamp.weekday(), timestamp.hour, spec,
+                        day=epoch_day(epoch_hour(timestamp)))
+    return {name: float(features[name]) for name in spec.names}
 
 
 def empty_aggregates(spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, float]:
