@@ -287,12 +287,13 @@ def run_fold(windows: FoldWindows, X: np.ndarray, days: np.ndarray, customers: n
 
 def capped_training(train: np.ndarray, labels: np.ndarray, keys: np.ndarray, max_rows: int) -> np.ndarray:
     """The rows of ``train`` production would train on under ``TRAINING_MAX_ROWS=max_rows``."""
-    from .storage.training_data import GUARD_START, capped_rates, sampled
+    from .storage.training_data import capped_rates, sampled
 
-    population = train & (keys < GUARD_START)
-    frauds = int((labels[population] == 1).sum())
+    fraud = labels == 1
+    population = train & sampled(keys, fraud)  # the training partition: guard rows never train
+    frauds = int((fraud & population).sum())
     fraud_rate, genuine_rate = capped_rates(frauds, int(population.sum()) - frauds, max_rows)
-    return population & sampled(keys, labels == 1, fraud_rate, genuine_rate)
+    return population & sampled(keys, fraud, fraud_rate, genuine_rate)
 
 
 def run_backtest(history: pd.DataFrame, features: pd.DataFrame, feature_names: Sequence[str],

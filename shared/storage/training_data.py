@@ -96,11 +96,12 @@ def capped_rates(frauds: int, genuine: int, max_rows: int) -> tuple[float, float
     return fraud_rate, genuine_rate
 
 
-def sampled(keys: np.ndarray, is_fraud: np.ndarray, fraud_rate: float, genuine_rate: float) -> np.ndarray:
-    """Which rows of the training partition (by their ``sample_key``) a plan with these rates
-    keeps — the same key ranges the SQL sample reads."""
-    low, high_fraud = _key_range(TRAIN, fraud_rate)
-    high_genuine = _key_range(TRAIN, genuine_rate)[1]
+def sampled(keys: np.ndarray, is_fraud: np.ndarray, fraud_rate: float = 1.0, genuine_rate: float = 1.0,
+            partition: str = TRAIN) -> np.ndarray:
+    """Which rows (by their ``sample_key``) a plan with these rates keeps in ``partition`` —
+    the same key ranges the SQL sample reads; rates of 1: the whole partition."""
+    low, high_fraud = _key_range(partition, fraud_rate)
+    high_genuine = _key_range(partition, genuine_rate)[1]
     return (keys >= low) & (keys < np.where(np.asarray(is_fraud) == 1, high_fraud, high_genuine))
 
 

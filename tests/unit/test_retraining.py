@@ -17,7 +17,7 @@ from shared.model import LoadedModel, load_pipeline, pipeline_scorer
 from shared.simulator import simulate_for_volume
 from shared.storage.runs import TrainingRun
 from shared.storage.schema import sample_key
-from shared.storage.training_data import Population, SamplePlan, _key_range
+from shared.storage.training_data import Population, SamplePlan, sampled
 from shared.training import TrainingParams
 from shared.usecases.publishing import read_guard
 from shared.usecases.retraining import Retraining, RetrainingSettings
@@ -65,17 +65,17 @@ class FakeData:
     def __init__(self, history: pd.DataFrame):
         self.history = history.reset_index(drop=True)
         self.keys = np.array([sample_key(t) for t in self.history["transaction_id"]])
+        self.fraud = self.history["label"].to_numpy() == 1
         self.asked: list[set[str]] = []
 
     def _members(self, population: Population) -> np.ndarray:
-        low, high = _key_range(population.partition, 1.0)
         ts = self.history["timestamp"]
         return ((ts >= population.window_start) & (ts < population.window_end)).to_numpy() \
-            & self.history["label"].notna().to_numpy() & (self.keys >= low) & (self.keys < high)
+            & self.history["label"].notna().to_numpy() & sampled(self.keys, self.fraud, partition=population.partition)
 
     def population(self, base: Population) -> Population:
         members = self._members(base)
-        frauds = int((self.history["label"].to_numpy()[members] == 1).sum())
+        frauds = int((self.fraud & members).sum())
         return replace(base, frauds=frauds, genuine=int(members.sum()) - frauds)
 
     def _rows(self, chosen: np.ndarray, aggregates: list) -> pd.DataFrame:
@@ -88,11 +88,8 @@ class FakeData:
         return frame.reset_index(drop=True)
 
     def sample(self, plan: SamplePlan, aggregates: list, chunk_rows: int = 20_000, on_chunk: Any = None) -> Any:
-        members = self._members(plan.population)
-        fraud = self.history["label"].to_numpy() == 1
-        partition = plan.population.partition
-        high = np.where(fraud, _key_range(partition, plan.fraud_rate)[1], _key_range(partition, plan.genuine_rate)[1])
-        frame = self._rows(members & (self.keys < high), aggregates)
+        kept = sampled(self.keys, self.fraud, plan.fraud_rate, plan.genuine_rate, plan.population.partition)
+        frame = self._rows(self._members(plan.population) & kept, aggregates)
         frame["weight"] = plan.weight(frame["label"].to_numpy())
         yield frame
 
